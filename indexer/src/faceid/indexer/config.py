@@ -1,0 +1,48 @@
+"""Plain parameters of the engine (the server builds them from its pydantic settings)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class AcceleratorRunner(Protocol):
+    """Runs accelerator work; the server passes its priority scheduler, tools run it directly.
+
+    `kind` is "interactive" (verify/identify/embed) or "bulk" (enrolment, clustering).
+    """
+
+    def __call__(self, kind: str, fn: Callable[..., Any], /, *args: Any) -> Any: ...
+
+
+def run_directly(kind: str, fn: Callable[..., Any], /, *args: Any) -> Any:
+    return fn(*args)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    database_url: str = "sqlite:///faceid.db"
+    model: str = "facenet-20170512-128d"
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    threshold: float | None = None  # None = calibration if stored, else the model card's tau
+    allow_model_fetch: bool = True
+    # image limits (decompression bombs are refused from the header, before decoding)
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    # detection
+    min_face_size: int = 20  # detection floor, pixels of the original image (MTCNN's own default)
+    # Enrolment is a quality gate: a gallery face smaller than this is refused (FACE_TOO_SMALL), since a
+    # blurry, upscaled reference face hurts every later match. Queries may be smaller (min_face_size).
+    min_enroll_face_size: int = 40
+    min_face_probability: float = 0.95
+    detect_max_side: int | None = 1024  # detect on a copy no larger than this (crop from the original)
+    max_faces_per_image: int = 64
+    # embedding
+    embed_batch_size: int = 32
+    # identify
+    default_top_k: int = 5
+    max_top_k: int = 100
+    # thumbnails of stored faces (for reports); 0 disables them
+    thumbnail_size: int = 96
+    extra: dict[str, Any] = field(default_factory=dict)
