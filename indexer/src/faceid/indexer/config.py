@@ -38,6 +38,7 @@ class EngineConfig:
     min_face_probability: float = 0.95
     detect_max_side: int | None = 1024  # detect on a copy no larger than this (crop from the original)
     max_faces_per_image: int = 64
+    detect_batch_size: int = 16  # photos per detection batch (concurrent requests are batched together)
     # embedding
     embed_batch_size: int = 32
     # identify

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -31,6 +30,7 @@ from faceid.indexer.matching import (
 from faceid.indexer.pipeline import AnalyzedImage, FacePipeline, box_side, thumbnail_jpeg, to_detected_face
 from faceid.indexer.results import (
     Candidate,
+    FaceInfo,
     DeleteResult,
     EmbeddedFace,
     EmbedResult,
@@ -50,7 +50,7 @@ from faceid.indexer.results import (
     similarity_from_distance,
 )
 from faceid.indexer.runtime import resolve_device
-from faceid.indexer.store import GalleryStore, NewFace, create_store
+from faceid.indexer.store import AddStatus, FaceAdded, FaceRow, GalleryStore, IdentityRow, NewFace, create_store
 from faceid.indexer.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,9 @@ class FaceEngine:
         self.pipeline = pipeline
         self.model = model
         self.device = device
-        self._write_lock = threading.Lock()  # one writer path: store commit + index update stay in step
+        # One writer path: the store's write lock (re-entrant) also covers the index update after each
+        # commit, so a consistency check never sees a commit whose vectors are not yet in the index.
+        self._write_lock = store.write_lock
         self._index_status: IndexStatus | None = None
 
     # ----------------------------------------------------------------------------------- lifecycle
@@ -114,6 +116,8 @@ class FaceEngine:
         )
         index = VectorIndex(spec.dimension, spec.name)
         engine = cls(config=config, store=store, index=index, pipeline=pipeline, model=model, device=device)
+        loaded = index.rebuild_from(store)  # the index is derived: built from the store at every start
+        log.info("vector index built from the store: %d faces of model %s on %s", loaded, spec.name, index.device)
         engine.check_index(rebuild=True)
         return engine
 
@@ -128,6 +132,7 @@ class FaceEngine:
         return card_tau, "model card"
 
     def close(self) -> None:
+        self.pipeline.close()
         self.store.close()
 
     # ------------------------------------------------------------------------------------ helpers
@@ -144,16 +149,21 @@ class FaceEngine:
 
     def _decode_for_query(self, data: bytes, what: str) -> AnalyzedImage:
         """Decode + detect + embed a query photo; it must show at least one usable face."""
+        return self._decode_queries([(data, what)])[0]
+
+    def _decode_queries(self, photos: Sequence[tuple[bytes, str]]) -> list[AnalyzedImage]:
+        """Decode every photo first (bad bytes fail before any accelerator work), then analyze them together."""
         t0 = time.perf_counter()
-        decoded = self.pipeline.decode(data)
-        decode_s = time.perf_counter() - t0
-        (analyzed,) = self.pipeline.analyze([decoded], kind="interactive")
-        analyzed.timings["decode"] = decode_s
-        if not analyzed.detections:
-            raise errors.NoFaceFound(
-                f"no face found in {what} ({decoded.width}x{decoded.height} px): send a photo where a face is "
-                f"at least {self.config.min_face_size} px high and clearly visible"
-            )
+        decoded = [self.pipeline.decode(data) for data, _ in photos]
+        decode_s = (time.perf_counter() - t0) / len(photos)
+        analyzed = self.pipeline.analyze(decoded, kind="interactive")
+        for item, (_, what) in zip(analyzed, photos, strict=True):
+            item.timings["decode"] = decode_s
+            if not item.detections:
+                raise errors.NoFaceFound(
+                    f"no face found in {what} ({item.image.width}x{item.image.height} px): send a photo where a "
+                    f"face is at least {self.config.min_face_size} px high and clearly visible"
+                )
         return analyzed
 
     # ----------------------------------------------------------------------------------- enrolment
@@ -226,7 +236,7 @@ class FaceEngine:
                 prepared.append((i, ImageOutcome(i, ImageStatus.TOO_LARGE, str(exc))))
             except errors.InvalidImage as exc:
                 prepared.append((i, ImageOutcome(i, ImageStatus.UNREADABLE, str(exc))))
-        analyzed = self.pipeline.analyze([d for _, d in decoded], kind="bulk", keep_crops=True) if decoded else []
+        analyzed = self.pipeline.analyze([d for _, d in decoded], kind="bulk") if decoded else []
         prepared.extend((i, a) for (i, _), a in zip(decoded, analyzed, strict=True))
         return sorted(prepared, key=lambda p: p[0])
 
@@ -257,53 +267,68 @@ class FaceEngine:
                 to_store.append((len(outcomes), outcome, self._new_faces(item, rows)))
             outcomes.append(outcome)
         if not to_store:
-            existing = self.store.find_identity(name)
-            if existing is None:
-                reasons = "; ".join(f"image {o.index}: {o.message}" for o in outcomes)
-                raise errors.InvalidRequest(f"no face could be enrolled for '{name}', nothing was stored ({reasons})")
-            return EnrollResult(existing.id, existing.name, False, tuple(outcomes), self.store.count_faces(self.model.id, identity_id=existing.id), self.model.id)
+            return self._nothing_enrolled(name, outcomes)
+        new_faces = [f for _, _, fs in to_store for f in fs]
         with self._write_lock:
-            written = self.store.enroll(
-                name=name,
-                metadata=meta,
-                faces=[f for _, _, fs in to_store for f in fs],
-                actor=actor,
-            )
-            self._index_added(written.added)
-        by_key = {(a.image_sha256, a.box_key): a for a in written.added + written.existing}
-        for pos, outcome, faces in to_store:
-            records = [by_key[(f.image_sha256, f.box_key)] for f in faces]
-            outcomes[pos] = self._stored_outcome(outcome, records, name)
-        faces_on_record = self.store.count_faces(self.model.id, identity_id=written.identity_id)
-        return EnrollResult(written.identity_id, name, written.created, tuple(outcomes), faces_on_record, self.model.id)
+            stored = self.store.enroll(name=name, metadata=meta, faces=new_faces, actor=actor or "system")
+            self._index_added(new_faces, stored.faces)
+        if stored.identity is None:  # every face is already someone else's
+            outcomes = self._apply_stored(outcomes, to_store, stored.faces)
+            return self._nothing_enrolled(name, outcomes)
+        outcomes = self._apply_stored(outcomes, to_store, stored.faces)
+        faces_on_record = len(self.store.faces_of_identity(stored.identity.id, self.model.id))
+        return EnrollResult(stored.identity.id, name, stored.created, tuple(outcomes), faces_on_record, self.model.id)
 
-    def _stored_outcome(self, outcome: ImageOutcome, records: list, identity: str | None) -> ImageOutcome:
-        """STORED when any face is new; DUPLICATE when every face was already on record for this identity."""
-        conflicting = [r for r in records if not r.created and identity is not None and r.identity_name not in (None, identity)]
-        if conflicting:
-            other = conflicting[0].identity_name
+    def _nothing_enrolled(self, name: str, outcomes: list[ImageOutcome]) -> EnrollResult:
+        """No face of this request belongs to `name` now: fine for an existing identity, an error for a new one."""
+        try:
+            existing = self.store.get_identity(name=name, model_id=self.model.id)
+        except errors.UnknownIdentity:
+            reasons = "; ".join(f"image {o.index}: {o.message}" for o in outcomes)
+            raise errors.InvalidRequest(f"no face could be enrolled for '{name}', nothing was stored ({reasons})") from None
+        return EnrollResult(existing.id, existing.name, False, tuple(outcomes), existing.face_count, self.model.id)
+
+    def _apply_stored(
+        self, outcomes: list[ImageOutcome], to_store: list[tuple[int, ImageOutcome, list[NewFace]]], added: Sequence[FaceAdded]
+    ) -> list[ImageOutcome]:
+        """Turn the store's per-face answers (in input order) into per-image outcomes."""
+        outcomes = list(outcomes)
+        owners = self.store.identity_names({a.identity_id for a in added if a.status is AddStatus.CONFLICT and a.identity_id})
+        pos = 0
+        for index, outcome, faces in to_store:
+            records = list(added[pos : pos + len(faces)])
+            pos += len(faces)
+            outcomes[index] = self._stored_outcome(outcome, records, owners)
+        return outcomes
+
+    @staticmethod
+    def _stored_outcome(outcome: ImageOutcome, records: list[FaceAdded], owners: dict[int, str]) -> ImageOutcome:
+        """STORED when a face is new (or was unlabeled and now named), DUPLICATE when all were on record."""
+        ids = tuple(r.face_id for r in records)
+        conflicts = [r for r in records if r.status is AddStatus.CONFLICT]
+        if conflicts and len(conflicts) == len(records):
+            other = owners.get(conflicts[0].identity_id or 0, "another identity")
             return replace(
                 outcome,
                 status=ImageStatus.INVALID,
                 message=f"this face is already enrolled as '{other}'; delete or rename that identity first",
-                face_id=conflicting[0].face_id,
-                face_ids=tuple(r.face_id for r in records),
+                face_id=conflicts[0].face_id,
+                face_ids=ids,
             )
-        new = any(r.created for r in records)
+        changed = any(r.status in (AddStatus.CREATED, AddStatus.LABELED) for r in records)
         return replace(
             outcome,
-            status=ImageStatus.STORED if new else ImageStatus.DUPLICATE,
-            message="" if new else "this image and face are already on record: nothing added",
+            status=ImageStatus.STORED if changed else ImageStatus.DUPLICATE,
+            message="" if changed else "this image and face are already on record: nothing added",
             face_id=records[0].face_id,
-            face_ids=tuple(r.face_id for r in records),
+            face_ids=ids,
         )
 
-    def _index_added(self, added: list) -> None:
-        if not added:
-            return
-        ids = np.array([a.face_id for a in added], dtype=np.int64)
-        vectors = np.stack([a.embedding for a in added]).astype(np.float32)
-        self.index.add(ids, vectors)
+    def _index_added(self, faces: Sequence[NewFace], added: Sequence[FaceAdded]) -> None:
+        """Add the newly created rows' vectors to the index (called under the write lock, after the commit)."""
+        created = [(a.face_id, f.embedding) for f, a in zip(faces, added, strict=True) if a.status is AddStatus.CREATED]
+        if created:
+            self.index.add(np.array([c[0] for c in created], dtype=np.int64), np.stack([c[1] for c in created]))
 
     def enroll_image(
         self,
@@ -330,15 +355,15 @@ class FaceEngine:
         faces = self._new_faces(item, rows)
         with self._write_lock:
             if labeled:
-                written = self.store.enroll(name=name, metadata=meta, faces=faces, actor=actor)
-                identity_id: int | None = written.identity_id
+                stored = self.store.enroll(name=name, metadata=meta, faces=faces, actor=actor or "system")
+                added: Sequence[FaceAdded] = stored.faces
+                identity_id = stored.identity.id if stored.identity is not None else None
             else:
-                written = self.store.add_unlabeled(faces=faces, actor=actor)
+                added = self.store.add_faces(identity_id=None, faces=faces, actor=actor or "system")
                 identity_id = None
-            self._index_added(written.added)
-        by_key = {(a.image_sha256, a.box_key): a for a in written.added + written.existing}
-        records = [by_key[(f.image_sha256, f.box_key)] for f in faces]
-        return StreamEnrollResult(self._stored_outcome(outcome, records, name), identity_id, name, self.model.id)
+            self._index_added(faces, added)
+        (result,) = self._apply_stored([outcome], [(0, outcome, faces)], added)
+        return StreamEnrollResult(result, identity_id, name, self.model.id)
 
     # -------------------------------------------------------------------------------------- verify
     def verify(
@@ -354,13 +379,15 @@ class FaceEngine:
             raise errors.InvalidRequest("give exactly one of image_b or identity to compare image_a with")
         target = None
         if identity is not None:
-            target = self.store.find_identity(validate_identity_name(identity))
-            if target is None:
-                raise errors.UnknownIdentity(f"no identity named '{identity}' is enrolled (see ListIdentities)")
-        a = self._decode_for_query(image_a, "image_a")
+            target = self._find(validate_identity_name(identity), None)
+        if image_b is not None:
+            a, b = self._decode_queries([(image_a, "image_a"), (image_b, "image_b")])
+        else:
+            a = self._decode_for_query(image_a, "image_a")
+        assert a.embeddings is not None
         va = a.embeddings[0]
         if image_b is not None:
-            b = self._decode_for_query(image_b, "image_b")
+            assert b.embeddings is not None
             distance = float(l2_distances(va, b.embeddings[:1])[0])
             return VerifyResult(
                 match=distance <= tau,
@@ -376,7 +403,7 @@ class FaceEngine:
             )
         assert target is not None
         face_ids, vectors = self.store.embeddings_of_identity(target.id, self.model.id)
-        if len(face_ids) == 0:
+        if vectors is None:
             raise errors.FailedPrecondition(
                 f"identity '{target.name}' has no faces embedded by model {self.model.id}; enrol photos of them first"
             )
@@ -401,7 +428,7 @@ class FaceEngine:
         tau = self._threshold(threshold)
         k = validate_top_k(top_k, default=self.config.default_top_k, maximum=self.config.max_top_k)
         gallery = len(self.index)
-        if gallery == 0 or self.store.count_labeled_faces(self.model.id) == 0:
+        if gallery == 0 or self.store.count_faces(self.model.id, labeled=True) == 0:
             raise errors.EmptyGallery(
                 f"the gallery has no enrolled faces for model {self.model.id}: enrol people before identifying"
             )
@@ -465,32 +492,47 @@ class FaceEngine:
         return EmbedResult(faces, self.model.id, self.model.dimension)
 
     # ---------------------------------------------------------------------------------- identities
-    def _find(self, name: str | None, identity_id: int | None):
+    def _find(self, name: str | None, identity_id: int | None) -> IdentityRow:
         if (name is None) == (identity_id is None):
             raise errors.InvalidRequest("name the identity by exactly one of name or id")
-        row = self.store.find_identity(name) if name is not None else self.store.find_identity_by_id(identity_id)
-        if row is None:
-            what = f"named '{name}'" if name is not None else f"with id {identity_id}"
-            raise errors.UnknownIdentity(f"no identity {what} is enrolled (see ListIdentities)")
-        return row
+        return self.store.get_identity(name=name, id=identity_id, model_id=self.model.id)
+
+    def _info(self, row: IdentityRow, faces: Sequence[FaceRow] = ()) -> IdentityInfo:
+        return IdentityInfo(
+            id=row.id,
+            name=row.name,
+            metadata=dict(row.metadata),
+            face_count=row.face_count,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            faces=tuple(
+                FaceInfo(f.id, f.model_id, f.image_sha256, f.box, f.probability, f.created_at, f.identity_id) for f in faces
+            ),
+        )
 
     def get_identity(self, *, name: str | None = None, identity_id: int | None = None) -> IdentityInfo:
         row = self._find(name, identity_id)
-        return self.store.identity_info(row.id, with_faces=True)
+        return self._info(row, self.store.faces_of_identity(row.id, self.model.id))
 
     def list_identities(self, *, page_size: int = 0, page_token: str = "", name_prefix: str = "") -> IdentityPage:
         if page_size < 0 or page_size > 1000:
             raise errors.InvalidRequest(f"page_size {page_size} is outside [0, 1000] (0 means 100)")
-        after = _decode_page_token(page_token)
-        return self.store.list_identities(page_size=page_size or 100, after_name=after, name_prefix=name_prefix,
-                                          token_for=_encode_page_token)
+        listing = self.store.list_identities(
+            page_size=page_size or 100,
+            after_name=_decode_page_token(page_token),
+            name_prefix=name_prefix or None,
+            model_id=self.model.id,
+        )
+        token = _encode_page_token(listing.next_after_name) if listing.next_after_name is not None else ""
+        return IdentityPage(tuple(self._info(r) for r in listing.identities), token, listing.total_count)
 
     def delete_identity(self, *, name: str | None = None, identity_id: int | None = None, actor: str = "") -> DeleteResult:
-        row = self._find(name, identity_id)
+        if (name is None) == (identity_id is None):
+            raise errors.InvalidRequest("name the identity by exactly one of name or id")
         with self._write_lock:
-            deleted = self.store.delete_identity(row.id, actor=actor)
-            self.index.remove(np.array(deleted.face_ids, dtype=np.int64))
-        return DeleteResult(row.id, row.name, len(deleted.face_ids))
+            deleted = self.store.delete_identity(name=name, id=identity_id, actor=actor or "system")
+            self.index.remove(np.array(deleted.faces_by_model.get(self.model.id, ()), dtype=np.int64))
+        return DeleteResult(deleted.identity.id, deleted.identity.name, len(deleted.face_ids))
 
     # --------------------------------------------------------------------------------------- stats
     def stats(self) -> GalleryStats:
@@ -498,11 +540,11 @@ class FaceEngine:
         return GalleryStats(
             identities=self.store.count_identities(),
             faces=self.store.count_faces(self.model.id),
-            unlabeled_faces=self.store.count_faces(self.model.id, unlabeled=True),
+            unlabeled_faces=self.store.count_faces(self.model.id, labeled=False),
             model=self.model,
             index=replace(status, vectors=len(self.index)),
             device=self.device,
-            database=self.store.describe(),
+            database=_describe_database(self.store.url),
         )
 
     def check_index(self, *, rebuild: bool = True) -> IndexStatus:
@@ -525,6 +567,17 @@ class FaceEngine:
                 checked_at=datetime.now(timezone.utc),
             )
             return self._index_status
+
+
+def _describe_database(url: str) -> str:
+    """Dialect and database name for humans: never a password or a full path of the server's disk."""
+    from pathlib import PurePath
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    name = PurePath(parsed.database).name if parsed.database else ""
+    return f"{parsed.get_backend_name()}:{name}" if name else parsed.get_backend_name()
 
 
 def _encode_page_token(last_name: str) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from faceid.indexer.batching import MicroBatcher
 from faceid.indexer.config import AcceleratorRunner, EngineConfig
 from faceid.indexer.detection import Detection, FaceDetector
 from faceid.indexer.embedding import Embedder
@@ -65,13 +66,30 @@ class FacePipeline:
         self.limits = ImageLimits(max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
         self.max_faces = config.max_faces_per_image
         self.runner = runner
+        # One batcher per priority class: concurrent requests of a class share detection and embedding
+        # batches; the runner (the server's scheduler) decides which class uses the accelerator next.
+        self._batchers = {
+            kind: MicroBatcher(
+                lambda items, kind=kind: self.runner(kind, self._analyze_now, items, True, True),
+                max_batch=config.detect_batch_size,
+                name=f"faceid-{kind}-batcher",
+            )
+            for kind in ("interactive", "bulk")
+        }
 
     def decode(self, data: bytes) -> DecodedImage:
         return decode_image(data, self.limits)
 
-    def analyze(self, images: Sequence[DecodedImage], *, kind: str, embed: bool = True, keep_crops: bool = False) -> list[AnalyzedImage]:
-        """Detect (and embed) the faces of several decoded photos in one accelerator turn."""
-        return self.runner(kind, self._analyze_now, list(images), embed, keep_crops)
+    def analyze(self, images: Sequence[DecodedImage], *, kind: str) -> list[AnalyzedImage]:
+        """Detect and embed the faces of decoded photos, batched with other callers' photos of the same kind.
+
+        kind: "interactive" (Verify/Identify/Embed) or "bulk" (enrolment). Crops are kept for thumbnails.
+        """
+        return self._batchers[kind].submit_many(list(images))
+
+    def close(self) -> None:
+        for batcher in self._batchers.values():
+            batcher.close()
 
     def _analyze_now(self, images: list[DecodedImage], embed: bool, keep_crops: bool) -> list[AnalyzedImage]:
         t0 = time.perf_counter()
