@@ -46,7 +46,7 @@ def test_contract_names() -> None:
     assert stream.client_streaming and stream.server_streaming
     enroll = faceid_pb2.EnrollRequest.DESCRIPTOR.fields_by_name
     assert enroll["identity"].type == enroll["identity"].TYPE_STRING
-    assert enroll["images"].label == enroll["images"].LABEL_REPEATED
+    assert enroll["images"].is_repeated
     assert faceid_pb2.EnrollRequest.DESCRIPTOR.fields_by_name["metadata"].message_type.GetOptions().map_entry
     verify = faceid_pb2.VerifyRequest.DESCRIPTOR
     assert {f.name for f in verify.oneofs_by_name["target"].fields} == {"image_b", "identity"}

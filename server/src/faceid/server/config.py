@@ -15,10 +15,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from faceid.indexer.config import EngineConfig
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from faceid.indexer.config import EngineConfig
 
 MODEL_DIR_ENV = "FACEID_MODEL_DIR"  # read by faceid.indexer.models
 
@@ -55,7 +54,8 @@ class LimitsSettings(BaseModel):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_faces_per_image: int = Field(64, ge=1)
-    min_face_size: int = Field(20, ge=1, description="pixels, shorter side of the face box")
+    min_face_size: int = Field(20, ge=1, description="detection floor: pixels, shorter side of the face box")
+    min_enroll_face_size: int = Field(40, ge=1, description="smaller faces are refused at enrolment")
     default_top_k: int = Field(5, ge=1)
     max_top_k: int = Field(100, ge=1)
 
@@ -88,6 +88,38 @@ class StyleSettings(BaseModel):
     max_steps: int = Field(300, ge=1)
 
 
+# --- auth / tls (faceid.server.auth, faceid.server.tls; rules in docs/security.md) -------------------
+class AuthSettings(BaseModel):
+    """API keys. mode: auto (required beyond loopback; on loopback once a key exists), required, disabled."""
+
+    mode: Literal["auto", "required", "disabled"] = "auto"
+    style_scope: Literal["read", "write", "admin"] = Field("write", description="scope StyleTransfer needs")
+
+
+class TlsSettings(BaseModel):
+    """TLS from PEM files; client_ca_file makes it mutual TLS (clients need a certificate it signed)."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file go together: give both (PEM files) or neither")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("tls.client_ca_file (mutual TLS) needs tls.cert_file and tls.key_file as well")
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).expanduser().is_file():
+                raise ValueError(f"tls.{name} {path} is not a file")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class Settings(BaseSettings):
     """Every setting of `faceid-server`; env FACEID_<NAME>, nested FACEID_<GROUP>__<NAME>."""
 
@@ -115,6 +147,8 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     style: StyleSettings = Field(default_factory=StyleSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
 
     @field_validator("listen")
     @classmethod
@@ -189,6 +223,7 @@ class Settings(BaseSettings):
             max_image_bytes=self.limits.max_image_bytes,
             max_image_pixels=self.limits.max_image_pixels,
             min_face_size=self.limits.min_face_size,
+            min_enroll_face_size=self.limits.min_enroll_face_size,
             max_faces_per_image=self.limits.max_faces_per_image,
             embed_batch_size=self.scheduler.embed_batch_size,
             default_top_k=self.limits.default_top_k,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
-from google.protobuf.timestamp_pb2 import Timestamp
+from datetime import UTC, datetime
 
 from faceid.indexer import errors
 from faceid.indexer import results as r
 from faceid.v1 import faceid_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
 
 # ------------------------------------------------------------------------------------------- requests
 
@@ -76,7 +75,7 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     if value.tzinfo is None:  # SQLite returns naive datetimes; the store writes UTC
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     ts = Timestamp()
     ts.FromDatetime(value)
     return ts
@@ -175,6 +174,11 @@ def identified_face(value: r.IdentifiedFace) -> pb.IdentifiedFace:
     if value.probability is not None:
         message.probability = value.probability
     return message
+
+
+def timing_header(timings: dict[str, float]) -> str:
+    """{"detect": 0.0481, ...} seconds -> "detect=48.10,..." milliseconds (a metadata value)."""
+    return ",".join(f"{stage}={seconds * 1e3:.2f}" for stage, seconds in timings.items())
 
 
 def identify_response(result: r.IdentifyResult) -> pb.IdentifyResponse:

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
-
 from faceid.indexer import errors
 from faceid.server.interceptors import Behavior, WrappingInterceptor, already_aborted
 

@@ -131,32 +131,49 @@ def equal_error_rate(curve: RocCurve) -> tuple[float, float]:
     return float(eer), float(tau)
 
 
-def tar_at_far(distances: ArrayLike, same: ArrayLike, target_far: float) -> OperatingPoint:
-    """The best TAR whose FAR on these pairs is <= target_far, and a tau that gives it.
+def min_negatives(target_far: float) -> int:
+    """How many negatives (different-person pairs, strangers) a FAR of `target_far` needs: ceil(1 / target)."""
+    return math.ceil(1.0 / target_far - 1e-9)
 
-    With n different-person pairs at most k = floor(target * n) of them may be accepted, so every distance
-    below the (k+1)-th smallest different distance is accepted. tau is the middle between that distance and the
-    largest observed distance below it (both give the same counts here; the middle generalises better).
-    Needs n >= 1/target: with fewer pairs no false accept can be resolved and the figure would be made up.
+
+def threshold_at_far(negatives: ArrayLike, observed: ArrayLike, target_far: float) -> float | None:
+    """The tau that accepts as many as possible while at most floor(target * n) of the n `negatives` have d <= tau.
+
+    Everything below the (k+1)-th smallest negative, k = floor(target * n), is accepted; tau is the middle between
+    that negative and the largest `observed` distance below it (both give the same counts on these data; the middle
+    generalises better). None when n < 1/target: no false accept can be resolved and a figure would be made up.
     """
-    d, s = _validate(distances, same)
+    neg = np.sort(np.asarray(negatives, dtype=np.float64).ravel())
+    seen = np.asarray(observed, dtype=np.float64).ravel()
     if not 0.0 < target_far < 1.0:
         raise InvalidRequest(f"target FAR must be in (0, 1), got {target_far}")
-    diff = np.sort(d[~s])
-    n_same, n_diff = int(s.sum()), len(diff)
-    need = math.ceil(1.0 / target_far - 1e-9)
-    if n_diff < need:
+    if len(neg) < min_negatives(target_far):
+        return None
+    k = int(math.floor(target_far * len(neg) + 1e-9))
+    if k >= len(neg):
+        return float(max(neg.max(), seen.max(initial=-np.inf)))
+    upper = neg[k]
+    below = np.concatenate((seen[seen < upper], neg[neg < upper]))
+    if not below.size:
+        return float(np.nextafter(upper, -np.inf))
+    middle = (below.max() + upper) / 2.0
+    return float(middle if middle < upper else below.max())  # adjacent floats: the middle can round up
+
+
+def tar_at_far(distances: ArrayLike, same: ArrayLike, target_far: float) -> OperatingPoint:
+    """The best TAR whose FAR on these pairs is <= target_far, and a tau that gives it (see threshold_at_far).
+
+    With fewer than 1/target different-person pairs the result says "not enough pairs" instead of a figure.
+    """
+    d, s = _validate(distances, same)
+    n_same, n_diff = int(s.sum()), int((~s).sum())
+    tau = threshold_at_far(d[~s], d, target_far)
+    if tau is None:
         return OperatingPoint(
             target_far, None, None, None, n_same, n_diff,
-            f"not enough pairs: FAR {target_far:g} needs >= {need} different-person pairs, have {n_diff}",
+            f"not enough pairs: FAR {target_far:g} needs >= {min_negatives(target_far)} different-person pairs, "
+            f"have {n_diff}",
         )
-    k = int(math.floor(target_far * n_diff + 1e-9))
-    if k >= n_diff:
-        tau = float(d.max())
-    else:
-        upper = diff[k]
-        below = d[d < upper]
-        tau = float((below.max() + upper) / 2.0) if below.size else float(np.nextafter(upper, -np.inf))
     accepted = d <= tau
     return OperatingPoint(
         target_far,
@@ -178,17 +195,17 @@ def best_accuracy(distances: ArrayLike, same: ArrayLike) -> BestAccuracy:
     correct = np.concatenate(([len(diff_sorted)], tp + tn))  # index 0: tau below everything
     best = int(correct.max())
     start = int(np.argmax(correct == best))
-    end = start
-    while end + 1 < len(correct) and correct[end + 1] == best:
-        end += 1
-    if start == 0:  # rejecting everything is best: tau just below the smallest distance
-        low = float(np.nextafter(u[0], -np.inf))
-    else:
-        low = float(u[start - 1])
-    high = float(u[end]) if end < len(u) else float(u[-1])
-    if end == len(u):  # accepting everything is best
+    after = np.flatnonzero(correct[start:] != best)
+    end = start + int(after[0]) - 1 if after.size else len(correct) - 1
+    # correct[i] holds for tau in [u[i-1], u[i]) (u[-1] := -inf, u[len] := +inf)
+    low = float(u[start - 1]) if start > 0 else -math.inf
+    high = float(u[end]) if end < len(u) else math.inf
+    if math.isinf(low) and math.isinf(high):  # unreachable: both classes are present
+        tau = float(u[0])
+    elif math.isinf(low):  # rejecting (nearly) everything is best
+        tau = float(np.nextafter(u[0], -np.inf)) if end == 0 else (float(u[0]) + high) / 2.0
+    elif math.isinf(high):  # accepting everything is best
         tau = float(u[-1])
-        high = float("inf")
     else:
         tau = (low + high) / 2.0
     return BestAccuracy(best / len(d), tau, low, high)

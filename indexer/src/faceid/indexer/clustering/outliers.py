@@ -1,0 +1,47 @@
+"""Faces that sit far from the rest of their cluster (shown with a red border in reports).
+
+A face is an outlier when either
+- its distance to its cluster's centroid exceeds the model's threshold τ: the centroid stands for the
+  cluster's person, and by the model's own rule a face farther than τ is not that person; or
+- its distance is unusual for its cluster: robust z-score (d − median) / (1.4826 · MAD) > `z_max` (3.5,
+  Iglewicz & Hoaglin), computed within each cluster of at least `min_size` faces. The MAD is floored at
+  `mad_floor` so that a very tight cluster does not flag faces that are still close in absolute terms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
+
+
+def find_outliers(
+    distance: NDArray[np.float32],
+    assign: NDArray[np.int64],
+    *,
+    threshold: float | None = None,
+    z_max: float = 3.5,
+    min_size: int = 5,
+    mad_floor: float = 0.02,
+) -> NDArray[np.bool_]:
+    """Outlier flag of each face.
+
+    distance: (n,) L2 distance of each face to its centroid; assign: (n,) cluster of each face.
+    threshold: the model's τ (L2 between unit vectors), None to use the z-score rule alone.
+    Returns (n,) bool.
+    """
+    distance = np.asarray(distance, dtype=np.float64)
+    flags = np.zeros(distance.shape[0], dtype=bool)
+    if threshold is not None:
+        flags |= distance > threshold
+    order = np.argsort(assign, kind="stable")
+    bounds = np.flatnonzero(np.diff(assign[order])) + 1
+    for members in np.split(order, bounds):
+        if members.size < min_size:
+            continue
+        d = distance[members]
+        median = np.median(d)
+        mad = max(float(np.median(np.abs(d - median))), mad_floor)
+        flags[members] |= (d - median) / (MAD_TO_SIGMA * mad) > z_max
+    return flags

@@ -1,0 +1,173 @@
+"""Engines and schema migrations: how faceid opens a gallery database (SQLite file or PostgreSQL).
+
+SQLite is configured for a gallery that promises durability (see `_configure_sqlite`); everything
+dialect-specific lives here, the store's queries are plain SQLAlchemy that both dialects run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from faceid.indexer.errors import FailedPrecondition
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_MS = 5000
+
+# Execution option that marks a connection as the start of a write transaction (see `_begin`).
+WRITE_OPTION = "faceid_write"
+
+
+def create_database_engine(url: str) -> Engine:
+    """An Engine for `url` (e.g. sqlite:///faceid.db, postgresql+psycopg://user@host/db), ready for the store."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin)
+        return engine
+    # A server outlives database restarts: test pooled connections before use instead of failing a request.
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # Take BEGIN away from the sqlite3 driver (Python < 3.12 "legacy" mode emits it late and never for
+    # SELECT or SAVEPOINT); `_begin` emits it instead, so reads are snapshots and savepoints nest properly.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL: readers never block the writer and vice versa; a commit appends to the log.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL with WAL fsyncs the log at every commit: an acknowledged face survives a process crash AND a
+        # power loss. NORMAL would survive only a process crash (the last commits can roll back on power
+        # loss); the fsync costs ~ms per transaction, small next to detecting a face (~100 ms on CPU).
+        cursor.execute("PRAGMA synchronous=FULL")
+        # Wait for another process's write lock (backup, `keys create`) instead of failing at once.
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        # Off by default in SQLite: without it ON DELETE CASCADE would leave a deleted person's faces behind.
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # DeleteIdentity is a hard erase: overwrite deleted rows (embeddings, thumbnails) with zeros instead
+        # of leaving them readable in free pages of the file (see `checkpoint_truncate` for the WAL).
+        cursor.execute("PRAGMA secure_delete=ON")
+    finally:
+        cursor.close()
+
+
+def _begin(conn: Connection) -> None:
+    # Writers take the database write lock up front (IMMEDIATE): a deferred transaction that read first and
+    # then writes cannot wait for the lock (SQLITE_BUSY at once); an immediate one waits busy_timeout.
+    immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def checkpoint_truncate(engine: Engine) -> bool:
+    """SQLite: copy the WAL into the database file and truncate it to zero bytes; True when complete.
+
+    After an erase, the WAL still holds the page images written before it (the person's embeddings and
+    thumbnails) until they are overwritten; a TRUNCATE checkpoint removes them. It waits (busy_timeout)
+    for readers of older snapshots; False when one outlasted that (the next erase or checkpoint retries).
+    Other dialects: nothing to do (True).
+    """
+    if engine.dialect.name != "sqlite":
+        return True
+    raw = engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None
+        busy, _log_frames, _done = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return int(busy) == 0
+    finally:
+        raw.close()
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Alembic configuration built in code: the scripts ship inside the package, no alembic.ini needed."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        # ConfigParser interpolation: a literal % in a password must be doubled.
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "the store ships at least one migration"
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at (None: never migrated, e.g. a new empty file)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_database(target: str | Engine, revision: str = "head") -> str:
+    """Migrate the database at `target` (URL or Engine) to `revision`; returns the revision it is now at.
+
+    Safe to call on every start: at head it does nothing. Runs in one transaction on both dialects, so a
+    failed migration leaves the schema as it was.
+    """
+    engine = target if isinstance(target, Engine) else create_database_engine(target)
+    try:
+        config = alembic_config()
+        with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn, _foreign_keys_suspended(conn):
+            with conn.begin():
+                config.attributes["connection"] = conn
+                command.upgrade(config, revision)
+                _check_foreign_keys(conn)  # inside the transaction: a bad migration rolls back
+        now = current_revision(engine)
+    finally:
+        if not isinstance(target, Engine):
+            engine.dispose()
+    assert now is not None
+    return now
+
+
+def require_head(engine: Engine) -> None:
+    """Refuse to serve from a database whose schema is not the one this code was written for."""
+    now, head = current_revision(engine), head_revision()
+    if now != head:
+        raise FailedPrecondition(
+            f"the gallery database schema is at revision {now or 'none (empty database)'}, this faceid needs "
+            f"{head}: back the database up, then start the server with migrations enabled (the default) "
+            "or call faceid.indexer.store.upgrade_database(url)"
+        )
+
+
+@contextmanager
+def _foreign_keys_suspended(conn: Connection) -> Iterator[None]:
+    """SQLite only: foreign keys off while migrating (checked by `_check_foreign_keys` before commit).
+
+    Alembic's batch mode rebuilds a table by copy + DROP; with foreign keys on, dropping `identities` would
+    cascade into `faces` and erase the gallery. The pragma cannot change inside a transaction, so it is set
+    on the bare connection before BEGIN.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(conn: Connection) -> None:
+    if conn.dialect.name != "sqlite":
+        return  # PostgreSQL enforces foreign keys during DDL itself
+    problems = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if problems:
+        raise FailedPrecondition(f"the migration would leave dangling foreign keys (rolled back): {problems[:5]}")

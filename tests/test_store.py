@@ -1,0 +1,485 @@
+"""The gallery store on real SQLite files: schema = migrations, units of work, idempotence, erasure, paging."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, event, inspect
+
+from faceid.indexer.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidRequest,
+    Unavailable,
+    UnknownFace,
+    UnknownIdentity,
+)
+from faceid.indexer.store import (
+    AddStatus,
+    GalleryStore,
+    NewFace,
+    create_database_engine,
+    create_store,
+    current_revision,
+    head_revision,
+    id_checksum,
+    upgrade_database,
+)
+from faceid.indexer.store import database as store_database
+from faceid.indexer.store.models import Base
+
+DIM = 16
+MODEL = "test-model-16d"
+
+
+def unit(seed: int, dim: int = DIM) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def sha(tag: str) -> str:
+    return hashlib.sha256(tag.encode()).hexdigest()
+
+
+def new_face(
+    seed: int,
+    image: str | None = None,
+    box: tuple[float, float, float, float] = (10.0, 12.0, 60.0, 80.0),
+    model: str = MODEL,
+    dim: int = DIM,
+    thumbnail: bytes | None = b"\xff\xd8thumb",
+) -> NewFace:
+    return NewFace(model, unit(seed, dim), sha(image or f"img-{seed}"), box, 0.99, thumbnail)
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "gallery.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    with create_store(url_of(db_path)) as s:
+        yield s
+
+
+def raw_count(db_path: Path, table: str) -> int:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+# ------------------------------------------------------------------ schema and connection settings
+def test_fresh_database_upgraded_to_head_has_exactly_the_models_tables(db_path: Path) -> None:
+    assert upgrade_database(url_of(db_path)) == head_revision()
+    engine = create_database_engine(url_of(db_path))
+    try:
+        with engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+            assert diffs == []
+            tables = set(inspect(conn).get_table_names())
+            assert tables - {"alembic_version", "sqlite_sequence"} == set(Base.metadata.tables)
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+    finally:
+        engine.dispose()
+    # Upgrading again is a no-op at head.
+    assert upgrade_database(url_of(db_path)) == head_revision()
+
+
+def test_unmigrated_database_is_refused_unless_migrations_run(db_path: Path) -> None:
+    with pytest.raises(FailedPrecondition, match="schema is at revision none"):
+        create_store(url_of(db_path), migrate=False)
+    with create_store(url_of(db_path)) as s:
+        assert s.count_identities() == 0
+    with create_store(url_of(db_path), migrate=False) as s:  # now at head: accepted
+        engine = create_database_engine(url_of(db_path))
+        assert current_revision(engine) == head_revision()
+        engine.dispose()
+        assert s.url == url_of(db_path)
+
+
+# ------------------------------------------------------------------ enrolment, reads
+def test_enroll_then_read_back_everything(store: GalleryStore) -> None:
+    faces = [new_face(1), new_face(2), new_face(3, thumbnail=None)]
+    stored = store.enroll(name="Ada Lovelace", faces=faces, metadata={"team": "analytical"}, actor="key:ops")
+    assert stored.created and stored.identity is not None
+    assert [f.status for f in stored.faces] == [AddStatus.CREATED] * 3
+    ident = stored.identity
+    assert (ident.name, ident.metadata, ident.face_count) == ("Ada Lovelace", {"team": "analytical"}, 3)
+    assert ident.created_at.tzinfo is not None
+
+    assert store.get_identity(name="Ada Lovelace") == store.get_identity(id=ident.id)
+    assert store.get_identity(id=ident.id, model_id="other-model").face_count == 0
+    assert store.count_identities() == 1
+    assert store.count_faces(MODEL) == 3 and store.count_faces("other-model") == 0
+    assert store.count_faces(MODEL, labeled=False) == 0 and store.count_faces(labeled=True) == 3
+    assert store.identity_names([ident.id, 999]) == {ident.id: "Ada Lovelace"}
+
+    ids, vectors = store.embeddings_of_identity(ident.id, MODEL)
+    assert ids.tolist() == stored.new_face_ids
+    np.testing.assert_array_equal(vectors, np.stack([f.embedding for f in faces]))  # bit-exact round trip
+
+    rows = store.faces_of_identity(ident.id, MODEL)
+    assert [r.box for r in rows] == [f.box for f in faces]
+    assert {r.image_sha256 for r in rows} == {f.image_sha256 for f in faces}
+    assert store.get_faces([*ids.tolist(), 12345]).keys() == set(ids.tolist())
+    assert store.face_identity_map(ids.tolist()) == dict.fromkeys(ids.tolist(), ident.id)
+    assert store.get_thumbnails(ids.tolist()) == {ids[0]: b"\xff\xd8thumb", ids[1]: b"\xff\xd8thumb"}
+
+    # Re-enrolling merges metadata and adds only the new face.
+    again = store.enroll(name="Ada Lovelace", faces=[new_face(1), new_face(4)], metadata={"born": "1815"})
+    assert not again.created
+    assert [f.status for f in again.faces] == [AddStatus.EXISTING, AddStatus.CREATED]
+    assert again.identity is not None and again.identity.metadata == {"team": "analytical", "born": "1815"}
+    assert again.identity.face_count == 4
+
+    audit = store.list_audit()
+    assert [a.action for a in audit] == ["identity.enroll", "identity.enroll"]
+    assert [a.details["identity_created"] for a in audit] == [True, False]
+    assert audit[0].actor == "key:ops" and audit[0].details["faces"]["created"] == stored.new_face_ids
+
+
+def test_same_image_and_face_is_stored_once(store: GalleryStore, db_path: Path) -> None:
+    first = store.enroll(name="bob", faces=[new_face(1, "photo")])
+    # Same photo, same face, boxes that round to the same pixels (a re-detection): the existing row.
+    again = store.enroll(name="bob", faces=[new_face(1, "photo", box=(10.3, 11.8, 59.6, 80.4))])
+    assert again.faces[0].status is AddStatus.EXISTING
+    assert again.faces[0].face_id == first.faces[0].face_id
+    # Duplicates inside one batch too.
+    batch = store.add_faces(identity_id=None, faces=[new_face(7, "group"), new_face(7, "group")])
+    assert [b.status for b in batch] == [AddStatus.CREATED, AddStatus.EXISTING]
+    assert batch[0].face_id == batch[1].face_id
+    # Another face of the same photo, or the same face under another model, is a new row.
+    other_box = store.add_faces(identity_id=None, faces=[new_face(8, "group", box=(100.0, 10.0, 150.0, 70.0))])
+    other_model = store.add_faces(identity_id=None, faces=[new_face(7, "group", model="other", dim=8)])
+    assert other_box[0].created and other_model[0].created
+    assert raw_count(db_path, "faces") == 4
+
+
+def test_labeling_and_conflicts_of_already_stored_faces(store: GalleryStore, db_path: Path) -> None:
+    unlabeled = store.add_faces(identity_id=None, faces=[new_face(1), new_face(2)])
+    assert all(a.created and a.identity_id is None for a in unlabeled)
+    assert store.count_faces(MODEL, labeled=False) == 2
+
+    carol = store.enroll(name="carol", faces=[new_face(1)])  # a labeled enrolment names the unlabeled face
+    assert carol.faces[0].status is AddStatus.LABELED and carol.faces[0].face_id == unlabeled[0].face_id
+    assert carol.identity is not None and carol.identity.face_count == 1
+
+    # The same face claimed for somebody else is left alone, and a new identity without faces is not created.
+    before = raw_count(db_path, "identities"), raw_count(db_path, "audit_log")
+    dave = store.enroll(name="dave", faces=[new_face(1)], metadata={"x": "y"})
+    assert dave.identity is None and not dave.created
+    assert dave.faces[0].status is AddStatus.CONFLICT and dave.faces[0].identity_id == carol.identity.id
+    assert (raw_count(db_path, "identities"), raw_count(db_path, "audit_log")) == before
+    # An existing identity whose faces all conflict keeps its metadata unchanged.
+    store.enroll(name="erin", faces=[new_face(5)])
+    erin = store.enroll(name="erin", faces=[new_face(1)], metadata={"changed": "yes"})
+    assert erin.identity is not None and erin.identity.metadata == {} and erin.identity.face_count == 1
+    # Nothing to enrol: nothing written.
+    assert store.enroll(name="frank", faces=[]).identity is None
+    with pytest.raises(UnknownIdentity):
+        store.get_identity(name="frank")
+
+
+def test_enrolment_failing_midway_leaves_nothing_behind(store: GalleryStore, db_path: Path) -> None:
+    store.enroll(name="existing", faces=[new_face(100)])
+    snapshot = {t: raw_count(db_path, t) for t in ("identities", "faces", "thumbnails", "audit_log")}
+
+    def fail_at_thumbnails(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        # A fault after the identity and its faces were inserted, before the transaction could commit.
+        if statement.startswith("INSERT INTO thumbnails"):
+            raise RuntimeError("disk unplugged")
+
+    event.listen(Engine, "before_cursor_execute", fail_at_thumbnails)
+    try:
+        with pytest.raises(RuntimeError, match="disk unplugged"):
+            store.enroll(name="half", faces=[new_face(1), new_face(2), new_face(3)], metadata={"a": "b"})
+    finally:
+        event.remove(Engine, "before_cursor_execute", fail_at_thumbnails)
+    assert {t: raw_count(db_path, t) for t in snapshot} == snapshot
+    with pytest.raises(UnknownIdentity):
+        store.get_identity(name="half")
+    # The store is still usable, and the same enrolment now succeeds whole.
+    ok = store.enroll(name="half", faces=[new_face(1), new_face(2), new_face(3)])
+    assert ok.identity is not None and ok.identity.face_count == 3
+
+
+@pytest.mark.slow
+def test_acknowledged_enrolments_survive_sigkill(tmp_path: Path) -> None:
+    """A writer process killed mid-stream: every enrolment it reported committed is there, whole."""
+    url = url_of(tmp_path / "crash.db")
+    create_store(url).close()
+    script = f"""
+import hashlib, sys, numpy as np
+from faceid.indexer.store import create_store, NewFace
+store = create_store({url!r})
+for i in range(100000):
+    faces = []
+    for j in range(3):
+        v = np.random.default_rng(i * 3 + j).standard_normal({DIM}).astype(np.float32)
+        faces.append(NewFace({MODEL!r}, v / np.linalg.norm(v), hashlib.sha256(b"%d-%d" % (i, j)).hexdigest(),
+                             (1.0, 1.0, 50.0, 50.0), 0.9))
+    store.enroll(name=f"person-{{i}}", faces=faces)
+    print(i, flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    acked: list[int] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while len(acked) < 20 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acked.append(int(line))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(acked) >= 20, "the writer process did not get going"
+    with create_store(url) as s:
+        for i in acked:
+            assert s.get_identity(name=f"person-{i}").face_count == 3
+        # Whatever else got in is whole too: no identity without its three faces.
+        listing = s.list_identities(page_size=1000)
+        assert {r.face_count for r in listing.identities} == {3}
+        assert s.count_faces(MODEL) == 3 * listing.total_count
+    with sqlite3.connect(tmp_path / "crash.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# ------------------------------------------------------------------ deletion, naming
+def test_delete_identity_erases_faces_and_thumbnails(store: GalleryStore, db_path: Path) -> None:
+    gone = store.enroll(name="gone", faces=[new_face(1), new_face(2), new_face(3, model="m2", dim=8)])
+    kept = store.enroll(name="kept", faces=[new_face(4)])
+    loose = store.add_faces(identity_id=None, faces=[new_face(5)])
+    assert raw_count(db_path, "thumbnails") == 5
+
+    deleted = store.delete_identity(name="gone", actor="key:admin")
+    assert deleted.identity.name == "gone" and deleted.identity.face_count == 3
+    assert deleted.faces_by_model == {MODEL: tuple(gone.new_face_ids[:2]), "m2": (gone.new_face_ids[2],)}
+    assert deleted.face_ids == sorted(gone.new_face_ids)
+    with pytest.raises(UnknownIdentity):
+        store.get_identity(name="gone")
+    assert store.get_faces(gone.new_face_ids) == {} and store.get_thumbnails(gone.new_face_ids) == {}
+    assert raw_count(db_path, "faces") == 2 and raw_count(db_path, "thumbnails") == 2
+    assert kept.identity is not None and store.get_identity(name="kept").face_count == 1
+    assert store.face_identity_map([loose[0].face_id]) == {loose[0].face_id: None}
+    assert store.list_audit()[-1].action == "identity.delete"
+    with pytest.raises(UnknownIdentity):
+        store.delete_identity(name="gone")
+    # Ids are never handed out again (AUTOINCREMENT), so nothing stale can point at a new face.
+    fresh = store.add_faces(identity_id=None, faces=[new_face(1)])
+    assert fresh[0].face_id > max(loose[0].face_id, *gone.new_face_ids)
+
+
+def test_database_cascade_alone_erases_faces_and_thumbnails(store: GalleryStore, db_path: Path) -> None:
+    stored = store.enroll(name="x", faces=[new_face(1), new_face(2)])
+    assert stored.identity is not None
+    engine = create_database_engine(url_of(db_path))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM identities WHERE id = ?", (stored.identity.id,))
+    finally:
+        engine.dispose()
+    assert raw_count(db_path, "faces") == 0 and raw_count(db_path, "thumbnails") == 0
+
+
+def test_rename_merge_and_assign(store: GalleryStore) -> None:
+    a = store.enroll(name="a", faces=[new_face(1)], metadata={"k": "from-a", "only_a": "1"})
+    b = store.enroll(name="b", faces=[new_face(2), new_face(3)], metadata={"k": "from-b"})
+    with pytest.raises(AlreadyExists):
+        store.rename_identity(name="a", new_name="b")
+    renamed = store.rename_identity(name="a", new_name="a2")
+    assert renamed.name == "a2" and renamed.id == a.identity.id  # type: ignore[union-attr]
+    with pytest.raises(UnknownIdentity):
+        store.rename_identity(name="a", new_name="zz")
+
+    merged = store.merge_identities(source="a2", target="b")
+    assert merged.identity.name == "b" and merged.identity.face_count == 3
+    assert merged.moved_face_ids == tuple(a.new_face_ids)
+    assert merged.identity.metadata == {"k": "from-b", "only_a": "1"}  # target wins
+    with pytest.raises(UnknownIdentity):
+        store.get_identity(name="a2")
+    with pytest.raises(InvalidRequest):
+        store.merge_identities(source="b", target="b")
+
+    loose = store.add_faces(identity_id=None, faces=[new_face(10), new_face(11)])
+    loose_ids = [f.face_id for f in loose]
+    with pytest.raises(UnknownFace, match="99999"):
+        store.assign_faces(face_ids=[*loose_ids, 99999], identity_name="cluster-7")
+    with pytest.raises(UnknownIdentity):
+        store.get_identity(name="cluster-7")  # nothing was created
+    assigned = store.assign_faces(face_ids=loose_ids, identity_name="cluster-7", actor="key:curator")
+    assert assigned.created and assigned.identity.face_count == 2
+    assert store.face_identity_map(loose_ids) == dict.fromkeys(loose_ids, assigned.identity.id)
+    assert store.count_faces(MODEL, labeled=False) == 0
+    actions = [a.action for a in store.list_audit()]
+    assert [a for a in actions if a.startswith(("identity.r", "identity.m", "faces.as"))] == [
+        "identity.rename",
+        "identity.merge",
+        "faces.assign",
+    ]
+    assert b.identity is not None
+
+
+def test_bad_arguments_are_refused_before_anything_is_written(store: GalleryStore, db_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="L2-normalised"):
+        NewFace(MODEL, unit(1) * 3, sha("x"), (0.0, 0.0, 5.0, 5.0), 0.9)
+    with pytest.raises(InvalidRequest, match="float32"):
+        NewFace(MODEL, unit(1).astype(np.float64), sha("x"), (0.0, 0.0, 5.0, 5.0), 0.9)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="sha256"):
+        NewFace(MODEL, unit(1), "not-a-hash", (0.0, 0.0, 5.0, 5.0), 0.9)
+    with pytest.raises(InvalidRequest, match="x2 > x1"):
+        NewFace(MODEL, unit(1), sha("x"), (5.0, 0.0, 5.0, 5.0), 0.9)
+    with pytest.raises(InvalidRequest):
+        store.enroll(name="x" * 256, faces=[new_face(1)])
+    with pytest.raises(InvalidRequest):
+        store.enroll(name="nul\x00", faces=[new_face(1)])
+    with pytest.raises(InvalidRequest):
+        store.enroll(name="ok", faces=[new_face(1)], metadata={"k": 3})  # type: ignore[dict-item]
+    with pytest.raises(InvalidRequest):
+        store.get_identity(name="a", id=1)
+    with pytest.raises(UnknownIdentity):
+        store.add_faces(identity_id=424242, faces=[new_face(1)])
+    with pytest.raises(InvalidRequest):
+        store.set_calibration(model_id=MODEL, threshold=2.5, source="test")
+    assert raw_count(db_path, "identities") == raw_count(db_path, "faces") == raw_count(db_path, "audit_log") == 0
+
+
+# ------------------------------------------------------------------ listing
+def test_keyset_pagination_by_name(store: GalleryStore) -> None:
+    names = [f"user-{i:02d}" for i in range(25)] + ["User-upper", "zed"]
+    for i, name in enumerate(names):
+        store.enroll(name=name, faces=[new_face(i)])
+    seen, after, pages = [], None, 0
+    while True:
+        page = store.list_identities(page_size=10, after_name=after, model_id=MODEL)
+        assert page.total_count == len(names) + (2 if pages else 0)
+        seen += [r.name for r in page.identities]
+        assert all(r.face_count == 1 for r in page.identities)
+        pages += 1
+        if page.next_after_name is None:
+            break
+        after = page.next_after_name
+        if pages == 1:
+            store.enroll(name="user-00b", faces=[new_face(500)])  # lands behind the cursor: not on later pages
+            store.enroll(name="zz-new", faces=[new_face(501)])  # lands ahead: shows up
+    assert pages == 3
+    assert seen == sorted([*names, "zz-new"])
+
+    prefix = store.list_identities(page_size=5, name_prefix="user-1")
+    assert [r.name for r in prefix.identities] == [f"user-{i}" for i in range(10, 15)]
+    assert prefix.total_count == 10 and prefix.next_after_name == "user-14"
+    assert [r.name for r in store.list_identities(name_prefix="User").identities] == ["User-upper"]  # case-sensitive
+    assert store.list_identities(name_prefix="100%").total_count == 0
+    with pytest.raises(InvalidRequest):
+        store.list_identities(page_size=0)
+    with pytest.raises(InvalidRequest):
+        store.list_identities(page_size=1001)
+
+
+# ------------------------------------------------------------------ streaming, checksum, calibration
+def test_iter_embeddings_streams_one_model_in_id_order(store: GalleryStore) -> None:
+    ada = store.enroll(name="ada", faces=[new_face(i) for i in range(7)])
+    loose = store.add_faces(identity_id=None, faces=[new_face(i) for i in range(7, 10)])
+    store.add_faces(identity_id=None, faces=[new_face(i, model="m8", dim=8) for i in range(4)])
+    batches = list(store.iter_embeddings(MODEL, batch=3))
+    assert [len(ids) for ids, _ in batches] == [3, 3, 3, 1]
+    ids = np.concatenate([b[0] for b in batches])
+    vectors = np.concatenate([b[1] for b in batches])
+    assert ids.dtype == np.int64 and vectors.dtype == np.float32 and vectors.shape == (10, DIM)
+    assert ids.tolist() == sorted(ada.new_face_ids + [f.face_id for f in loose])
+    np.testing.assert_array_equal(vectors, np.stack([unit(i) for i in range(10)]))
+    assert [v.shape for _, v in store.iter_embeddings("m8")] == [(4, 8)]
+    unl = np.concatenate([b[0] for b in store.iter_embeddings(MODEL, unlabeled_only=True)])
+    assert unl.tolist() == [f.face_id for f in loose]
+    assert ada.identity is not None
+    only_ada = np.concatenate([b[0] for b in store.iter_embeddings(MODEL, identity_ids=[ada.identity.id])])
+    assert only_ada.tolist() == ada.new_face_ids
+    assert list(store.iter_embeddings("no-such-model")) == []
+    assert store.face_counts_by_model() == {MODEL: 10, "m8": 4}
+
+
+def test_checksum_follows_adds_and_deletes(store: GalleryStore) -> None:
+    empty = store.checksum(MODEL)
+    assert empty == id_checksum(MODEL, [])
+    a = store.enroll(name="a", faces=[new_face(1), new_face(2)])
+    b = store.add_faces(identity_id=None, faces=[new_face(3)])
+    store.add_faces(identity_id=None, faces=[new_face(4, model="m8", dim=8)])
+    ids = [*a.new_face_ids, b[0].face_id]
+    assert store.checksum(MODEL) == id_checksum(MODEL, ids[::-1]) and store.checksum(MODEL).count == 3
+    assert store.checksum(MODEL) != id_checksum("m8", ids)  # the model is part of it
+    store.delete_identity(name="a")
+    assert store.checksum(MODEL) == id_checksum(MODEL, [b[0].face_id])
+
+
+def test_calibration_and_audit(store: GalleryStore) -> None:
+    assert store.get_calibration(MODEL) is None
+    cal = store.set_calibration(model_id=MODEL, threshold=1.05, source="calibration", logistic_a=9.0, logistic_b=-10.0)
+    assert store.get_calibration(MODEL) == cal
+    cal2 = store.set_calibration(model_id=MODEL, threshold=1.1, source="operator")
+    assert (cal2.threshold, cal2.source, cal2.logistic_a) == (1.1, "operator", None)
+    rec = store.append_audit(actor="key:ops", action="index.rebuild", subject=MODEL, details={"vectors": 3})
+    assert store.list_audit(after_id=rec.id - 1) == [rec]
+    assert [a.action for a in store.list_audit()] == ["calibration.set", "calibration.set", "index.rebuild"]
+
+
+# ------------------------------------------------------------------ concurrency
+def test_concurrent_writers_in_threads_and_in_a_second_connection_pool(db_path: Path) -> None:
+    """One store's threads share its writer lock; a second store on the same file is like another process:
+    SQLite's own lock (BEGIN IMMEDIATE + busy_timeout) orders them. Nothing fails, nothing is lost."""
+    store_a, store_b = create_store(url_of(db_path)), create_store(url_of(db_path))
+    errors: list[BaseException] = []
+
+    def writer(store: GalleryStore, tag: str) -> None:
+        try:
+            for i in range(15):
+                store.enroll(name=f"{tag}-{i}", faces=[new_face(hash((tag, i)) % 10**6, f"{tag}-{i}")])
+                store.count_faces(MODEL)  # reads interleaved with other writers
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=writer, args=(s, f"{s is store_a}-{t}")) for s in (store_a, store_b) for t in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert store_a.count_identities() == 60 and store_b.count_faces(MODEL) == 60
+    finally:
+        store_a.close()
+        store_b.close()
+
+
+def test_write_blocked_past_busy_timeout_is_unavailable(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_database, "BUSY_TIMEOUT_MS", 200)
+    with create_store(url_of(db_path)) as s:
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with pytest.raises(Unavailable, match="locked"):
+                s.enroll(name="late", faces=[new_face(1)])
+            assert s.count_identities() == 0  # reads go on meanwhile (WAL)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert s.enroll(name="late", faces=[new_face(1)]).created
