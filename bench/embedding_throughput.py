@@ -61,7 +61,7 @@ def real_crops(data_dir: Path, device: torch.device, count: int) -> np.ndarray:
     """(count, 3, 160, 160) uint8: faces of the first photo of each person, repeated to `count`."""
     detector = FaceDetector(device, detect_max_side=512)
     images = [decode_image(sorted(p.glob("*.jpg"))[0].read_bytes()).image for p in sorted(data_dir.iterdir()) if p.is_dir()]
-    crops = [detector.crop(im, faces[0]) for im, faces in zip(images, detector.detect(images)) if faces]
+    crops = [detector.crop(im, faces[0]) for im, faces in zip(images, detector.detect(images), strict=True) if faces]
     return np.stack([crops[i % len(crops)] for i in range(count)])
 
 
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--data", type=Path, default=SHARED / "data" / "faces", help="photos for the crops")
-    ap.add_argument("--model-dir", type=Path, default=SHARED / "models", help="folder holding <model>/ (else the registry's search)")
+    ap.add_argument("--model-dir", type=Path, default=SHARED / "models",
+                    help="folder holding <model>/ (else the registry's search)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -38,7 +38,8 @@ def group_photos() -> tuple[tuple[Photo, int], ...]:
     """(photo, expected face count) from faces_group/counts.csv."""
     with (GROUP_DIR / "counts.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    return tuple((Photo(GROUP_DIR / r["file"], decode_image((GROUP_DIR / r["file"]).read_bytes())), int(r["faces"])) for r in rows)
+    paths = [(GROUP_DIR / r["file"], int(r["faces"])) for r in rows]
+    return tuple((Photo(p, decode_image(p.read_bytes())), n) for p, n in paths)
 
 
 @functools.cache

@@ -93,18 +93,51 @@ def test_crops_equal_facenet_pytorch_mtcnn() -> None:
         np.testing.assert_array_equal(det.crops(image, ours)[0], det.crop(image, ours[0]))
 
 
+def _iou(a: Detection, b: Detection) -> float:
+    ix = max(0.0, min(a.box[2], b.box[2]) - max(a.box[0], b.box[0]))
+    iy = max(0.0, min(a.box[3], b.box[3]) - max(a.box[1], b.box[1]))
+    return ix * iy / (a.area + b.area - ix * iy)
+
+
+def test_downscaled_detection_maps_boxes_back_exactly() -> None:
+    """Detecting with detect_max_side = detecting on the downscaled copy, boxes multiplied back by the scale."""
+    photos = {p.name: p for p in pf.all_photos()}
+    side = pf.DOWNSCALED_MAX_SIDE
+    for name in ["barack_obama/01.jpg", "kit_harington/04.jpg", "faces_group/2008_002470.jpg"]:  # portrait, tall, wide
+        image = photos[name].decoded.image
+        w, h = image.size
+        s = side / max(w, h)
+        copy = image.resize((round(w * s), round(h * s)), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        sx, sy = copy.width / w, copy.height / h
+        on_copy = pf.detector(None).detect_one(copy)
+        mapped = pf.detector(side).detect_one(image)
+        assert len(mapped) == len(on_copy) > 0, name
+        for c, m in zip(on_copy, mapped, strict=True):
+            expected = np.array(c.box) / np.array([sx, sy, sx, sy])
+            np.testing.assert_allclose(m.box, expected, atol=1e-3, err_msg=name)
+            np.testing.assert_allclose(m.landmarks, c.landmarks / np.array([sx, sy], np.float32), atol=1e-3)
+            assert m.probability == pytest.approx(c.probability)
+
+
 def test_downscaled_detection_finds_the_same_faces_in_the_same_places() -> None:
-    """Detecting on a copy no larger than DOWNSCALED_MAX_SIDE: same counts, boxes within a few original pixels."""
+    """Detecting on a copy no larger than DOWNSCALED_MAX_SIDE: same counts, boxes in the same places.
+
+    MTCNN's boxes jitter by several pixels anyway (shifting a photo by 1 px moves them that much), so boxes
+    are compared by overlap, and the mean signed offset, which a mapping error would show, must be ~0.
+    """
     full = pf.detections()
     small = pf.downscaled_detections()
-    assert len(small) >= 30  # the large photos of faces/, every group photo, the no-face photos
+    assert len(small) >= 30  # the large photos of faces/, every group photo, the large no-face photos
     assert {n: len(d) for n, d in small.items()} == {n: len(full[n]) for n in small}
+    offsets = []
     for name, found in small.items():
         for ref, got in _match(full[name], found):
-            tolerance = max(4.0, 0.06 * ref.size)  # a pixel of the copy is 1/scale original pixels
-            assert _box_error(ref, got) <= tolerance, (name, ref.box, got.box)
-            assert np.abs(ref.landmarks - got.landmarks).max() <= tolerance, name
+            assert _iou(ref, got) >= 0.6, (name, ref.box, got.box)
+            assert np.abs(ref.landmarks - got.landmarks).max() <= 0.2 * ref.size, name
             assert got.probability >= 0.95
+            offsets.append(np.subtract(got.box, ref.box) / ref.size)
+    assert len(offsets) >= 45
+    assert np.abs(np.mean(offsets, axis=0)).max() <= 0.03, np.mean(offsets, axis=0)
 
 
 def test_canvas_batching_finds_the_same_faces() -> None:
@@ -116,7 +149,7 @@ def test_canvas_batching_finds_the_same_faces() -> None:
         ref = pf.detections()[p.name]
         assert len(got) == len(ref), p.name
         for r, g in _match(ref, got):
-            assert _box_error(r, g) <= 2.0, p.name
+            assert _iou(r, g) >= 0.8, p.name
 
 
 def test_exif_rotated_photo_still_has_its_face() -> None:
@@ -142,10 +175,11 @@ def test_min_probability_is_applied() -> None:
 
 
 def test_min_face_size_is_applied_in_original_pixels() -> None:
-    image = decode_image((GROUP_DIR / "2008_001322.jpg").read_bytes()).image  # 3 faces, the largest ~107 px
-    big_only = FaceDetector("cpu", min_face_size=90, detect_max_side=256).detect_one(image)
-    assert 1 <= len(big_only) < 3
-    assert all(d.size >= 90 for d in big_only)
+    image = decode_image((GROUP_DIR / "2008_001322.jpg").read_bytes()).image  # faces of ~87, 71 and 62 px
+    assert len(pf.detections()["faces_group/2008_001322.jpg"]) == 3
+    big_only = FaceDetector("cpu", min_face_size=65).detect_one(image)
+    assert len(big_only) == 2
+    assert all(d.size >= 65 for d in big_only)
 
 
 def test_empty_batch_and_bad_arguments() -> None:

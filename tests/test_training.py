@@ -292,3 +292,31 @@ def test_save_trained_model_as_new_model_id(head_features, tmp_path):
     (hfolder / "head.safetensors").write_bytes((hfolder / "head.safetensors").read_bytes()[:-1] + b"\0")
     with pytest.raises(ChecksumMismatch):
         load_siamese_head(hfolder)
+
+
+@pytest.mark.slow
+def test_faceid_train_commands_register_models_usable_by_eval(tmp_path):
+    """`faceid train triplet` then `faceid eval pairs --model NEW`: the saved model is found by id, verified and
+    used through the service's pipeline; `faceid train siamese` saves a head that reports held-out AUC."""
+    from conftest import FACES_DIR, MODELS_DIR
+
+    from faceid.indexer.cli_tools import eval_pairs, train_siamese_head, train_triplet_model
+
+    people = tmp_path / "people"
+    for person in sorted(p.name for p in FACES_DIR.iterdir())[:5]:
+        (people / person).mkdir(parents=True)
+        for photo in sorted((FACES_DIR / person).glob("*.jpg"))[:3]:
+            (people / person / photo.name).symlink_to(photo)
+    models = tmp_path / "models"
+    out = train_triplet_model(people, new_model_id="mine-v1", model_dir=MODELS_DIR, out_dir=models, device="cpu",
+                              config=TripletConfig(epochs=2, p=4, k=2, margin=0.8, lr=1e-3), progress=False)
+    assert out.folder == models / "mine-v1" and not out.failures
+    assert len(out.result.history) == 3 and 0.5 < out.tau < 1.5
+    ev = eval_pairs(people, model="mine-v1", model_dir=models, device="cpu", progress=False)
+    sizes = [len(list(d.iterdir())) for d in people.iterdir()]
+    assert ev.model_id == "mine-v1" and ev.report.n_same == sum(n * (n - 1) // 2 for n in sizes)
+    assert ev.report.auc > 0.99
+    head = train_siamese_head(people, head_id="mine-head", kind="chi2", model_dir=MODELS_DIR, out_dir=models,
+                              device="cpu", progress=False)
+    assert (models / "mine-head" / "head.safetensors").is_file()
+    assert head.n_val_pairs > 0 and head.val_auc_head is not None and head.val_auc_head > 0.95

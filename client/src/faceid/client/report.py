@@ -145,7 +145,7 @@ def render_report(result: ClusterReport | Mapping[str, Any], thumbnails: Mapping
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _num
     return env.get_template("report.html.j2").render(
-        r=result,
+        r=_with_defaults(result),
         metrics=_metric_rows(result.get("metrics", {}), result.get("threshold")),
         cards=cards,
         faces_total=len(faces),
@@ -248,7 +248,7 @@ def k_chart(scores: Sequence[Mapping[str, Any]], chosen: int | None, width: int 
     """SVG line of silhouette against K (automatic K only), the chosen K marked; '' when not automatic."""
     if len(scores) < 2:
         return ""
-    left, bottom, top, right = 40, 30, 10, 10
+    left, bottom, top, right = 40, 30, 22, 10
     pw, ph = width - left - right, height - top - bottom
     ks = [s["k"] for s in scores]
     vals = [s["silhouette"] for s in scores]
@@ -267,12 +267,20 @@ def k_chart(scores: Sequence[Mapping[str, Any]], chosen: int | None, width: int 
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{5 if best else 2.5}" fill="{"#e15759" if best else "#4e79a7"}">'
                      f'<title>K = {k}: silhouette {v:.3f}</title></circle>')
         if best:
-            parts.append(f'<text x="{x:.1f}" y="{max(y - 9, 10):.1f}" text-anchor="middle" class="tick">K = {k}</text>')
+            parts.append(f'<text x="{x:.1f}" y="{y - 9:.1f}" text-anchor="middle" class="tick">chosen: K = {k}</text>')
     parts.append(f'<text x="{left}" y="{height - 8}" class="tick">K = {ks[0]}</text>'
                  f'<text x="{width - right}" y="{height - 8}" text-anchor="end" class="tick">K = {ks[-1]}</text>'
                  f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" class="tick">{hi:.2f}</text>'
                  f'<text x="{left - 4}" y="{top + ph}" text-anchor="end" class="tick">{lo:.2f}</text></svg>')
     return "".join(parts)
+
+
+def _with_defaults(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Every optional top-level field present (the template is strict about undefined names)."""
+    defaults: dict[str, Any] = {"model": "?", "k": len(result.get("clusters", [])), "seed": 0, "niter": 20,
+                                "scope": "all", "threshold": None, "device": "cpu", "seconds": None,
+                                "outlier_rule": "", "k_scores": []}
+    return {**defaults, **{key: value for key, value in result.items() if value is not None}}
 
 
 def _metric_rows(metrics: Mapping[str, Any], threshold: float | None) -> list[tuple[str, str, str]]:

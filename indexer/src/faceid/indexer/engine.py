@@ -563,7 +563,7 @@ class FaceEngine:
                 device=self.index.device,
                 vectors=len(self.index),
                 consistent=consistent,
-                checksum=store_sum[1],
+                checksum=store_sum.digest,
                 checked_at=datetime.now(timezone.utc),
             )
             return self._index_status

@@ -26,6 +26,7 @@ from faceid.server.scheduler import AcceleratorScheduler, Priority
 from faceid.server.servicer import FaceIdServicer
 from faceid.server.status import ErrorMappingInterceptor
 from faceid.server.tls import TlsFiles, server_credentials
+from faceid.server.wire import MalformedRequestInterceptor
 from faceid.v1 import admin_pb2_grpc, faceid_pb2, faceid_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -114,7 +115,7 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="faceid-rpc"),
         # First is outermost: metrics see the final status chosen by the error mapping. An auth
         # interceptor goes between them (it must run before any servicer code, after metrics).
-        interceptors=[MetricsInterceptor(metrics.rpc), auth, ErrorMappingInterceptor()],
+        interceptors=[MetricsInterceptor(metrics.rpc), auth, MalformedRequestInterceptor(), ErrorMappingInterceptor()],
         options=[
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),

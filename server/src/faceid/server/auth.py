@@ -163,21 +163,24 @@ class KeyVerifier:
 
     Every call reads the key's row (one primary-key lookup: revoked_at is always fresh). The slow scrypt
     runs once per key and process; afterwards a SHA-256 of the secret, memoised beside the row's hash, is
-    compared. Repeated wrong secrets for one key id stop reaching scrypt for a while, so guessing cannot
-    turn the server's CPU into a hashing farm; the memo still admits the key's real holder meanwhile.
+    compared. Repeated wrong secrets for one key id from one client address stop reaching scrypt for a
+    while, so guessing cannot turn the server's CPU into a hashing farm; the key's real holder is still
+    admitted meanwhile (from its memo, or from another address).
     """
 
     MAX_FAILURES = 5
     FAILURE_WINDOW_S = 60.0
+    _MAX_TRACKED = 10_000  # (key id, client) pairs with recent failures kept in memory
 
     def __init__(self, keys: KeyStore) -> None:
         self._keys = keys
         self._lock = threading.Lock()
         self._memo: dict[str, tuple[bytes, bytes]] = {}  # key id -> (stored hash, sha256(secret))
-        self._failures: dict[str, list[float]] = {}
+        self._failures: dict[tuple[str, str], list[float]] = {}
         self._slow = threading.BoundedSemaphore(1)  # one scrypt at a time: bounded CPU whatever comes in
 
-    def verify(self, presented: str) -> ApiKeyRow | None:
+    def verify(self, presented: str, client: str = "") -> ApiKeyRow | None:
+        """The active key `presented` names, or None. `client`: the caller's address (for throttling)."""
         parsed = parse_key(presented)
         if parsed is None:
             return None
@@ -189,27 +192,33 @@ class KeyVerifier:
         with self._lock:
             memo = self._memo.get(key_id)
         if memo is not None and memo[0] == row.secret_hash:
-            return row if hmac.compare_digest(memo[1], quick) else self._failed(key_id)
-        if self._throttled(key_id):
+            return row if hmac.compare_digest(memo[1], quick) else self._failed((key_id, client))
+        if self._throttled((key_id, client)):
             return None
         with self._slow:
             ok = hmac.compare_digest(hash_secret(secret, row.salt, row.kdf), row.secret_hash)
         if not ok:
-            return self._failed(key_id)
+            return self._failed((key_id, client))
         with self._lock:
             self._memo[key_id] = (row.secret_hash, quick)
         return row
 
-    def _throttled(self, key_id: str) -> bool:
+    def _throttled(self, who: tuple[str, str]) -> bool:
         now = time.monotonic()
         with self._lock:
-            recent = [t for t in self._failures.get(key_id, ()) if now - t < self.FAILURE_WINDOW_S]
-            self._failures[key_id] = recent
+            recent = [t for t in self._failures.get(who, ()) if now - t < self.FAILURE_WINDOW_S]
+            if recent:
+                self._failures[who] = recent
+            else:
+                self._failures.pop(who, None)
             return len(recent) >= self.MAX_FAILURES
 
-    def _failed(self, key_id: str) -> None:
+    def _failed(self, who: tuple[str, str]) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._failures.setdefault(key_id, []).append(time.monotonic())
+            if len(self._failures) >= self._MAX_TRACKED:  # forget stale entries first
+                self._failures = {k: v for k, v in self._failures.items() if now - v[-1] < self.FAILURE_WINDOW_S}
+            self._failures.setdefault(who, []).append(now)
         return None
 
 
@@ -286,6 +295,16 @@ def presented_key(metadata: Any) -> str | None:
     return None
 
 
+def client_address(peer: str) -> str:
+    """'ipv4:10.1.2.3:5555' -> '10.1.2.3', 'ipv6:[::1]:5555' -> '::1'; the port changes per connection."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition("]")[0].lstrip("[") or rest
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return peer  # unix sockets and the like
+
+
 class AuthInterceptor(WrappingInterceptor):
     """Admits a call when its key's scope covers the method (UNAUTHENTICATED / PERMISSION_DENIED otherwise)
     and makes the key's name the call's actor (`current_actor()`), which the audit log records."""
@@ -314,14 +333,15 @@ class AuthInterceptor(WrappingInterceptor):
                 "'authorization: Bearer <key>'); an operator creates one with `faceid-server keys create`",
             )
         try:
-            row = self._verifier.verify(presented)
+            row = self._verifier.verify(presented, client_address(context.peer()))
         except Exception:  # the key store is unreachable: nobody is let in, the caller may retry
             log.warning("could not check an API key", exc_info=True)
             raise _Denied(grpc.StatusCode.UNAVAILABLE, "API keys cannot be checked right now; retry shortly") from None
         if row is None:
             raise _Denied(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "the API key is not valid (malformed, unknown or revoked); ask an operator for a new one",
+                f"the API key sent in '{KEY_HEADER}' / 'authorization: Bearer' is not valid (malformed, unknown or "
+                "revoked); ask an operator for a new one",
             )
         have = Scope.parse(row.scope)
         if have < needed:

@@ -99,7 +99,7 @@ def _one_run(
     if init == "random":
         seeds = random_init(x, k, rng)
     else:
-        seeds = kmeans_parallel(x, k, rng, backend.nearest, rounds=3, oversample=1.0)
+        seeds = kmeans_parallel(x, k, rng, backend.nearest)
     seed_seconds = time.perf_counter() - start
     # FAISS's seed must fit in an int; it only picks which cluster to split when one empties.
     centroids = backend.lloyd(x, seeds, niter=niter, seed=seed % 2**31) if niter > 0 else seeds

@@ -4,8 +4,15 @@ A face is an outlier when either
 - its distance to its cluster's centroid exceeds the model's threshold τ: the centroid stands for the
   cluster's person, and by the model's own rule a face farther than τ is not that person; or
 - its distance is unusual for its cluster: robust z-score (d − median) / (1.4826 · MAD) > `z_max` (3.5,
-  Iglewicz & Hoaglin), computed within each cluster of at least `min_size` faces. The MAD is floored at
-  `mad_floor` so that a very tight cluster does not flag faces that are still close in absolute terms.
+  Iglewicz & Hoaglin), computed within each cluster of at least `min_size` (10) faces. The MAD is
+  floored at `mad_floor` (0.05) so that a tight cluster does not flag faces that are still close in
+  absolute terms.
+
+Why these numbers (data/faces, FaceNet 128-d, τ = 1.02): one face of another person planted among a
+person's photos lies farther than τ from the mixed centroid in 96 % of the 1,185 (person, intruder) pairs
+(median 1.24), while the faces of a correctly clustered person lie 0.16–0.69 from their centroid. In
+clusters of 3–6 faces a z-score is noise (a MAD of 0.02 turns 0.61 against a median of 0.39 into z ≈ 7),
+hence the minimum cluster size for the second rule.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ def find_outliers(
     *,
     threshold: float | None = None,
     z_max: float = 3.5,
-    min_size: int = 5,
-    mad_floor: float = 0.02,
+    min_size: int = 10,
+    mad_floor: float = 0.05,
 ) -> NDArray[np.bool_]:
     """Outlier flag of each face.
 

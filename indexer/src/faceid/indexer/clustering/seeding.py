@@ -102,13 +102,15 @@ def kmeans_parallel(
     rng: np.random.Generator,
     nearest: NearestFn,
     *,
-    rounds: int = 5,
-    oversample: float = 2.0,
+    rounds: int = 3,
+    oversample: float = 1.0,
 ) -> NDArray[np.float32]:
     """k-means‖ candidates, then weighted greedy k-means++ among them. Returns (k, d) float32 seeds.
 
     x: (n, d) float32 unit rows. `nearest` is the backend's nearest-centre search (CPU or GPU FAISS).
-    rounds × oversample × k candidates are drawn (Bahmani et al. use 5 rounds of 2k).
+    About rounds × oversample × k candidates are drawn. Bahmani et al. use 5 rounds of 2k; on 100,000 ×
+    128, K = 1,000 (bench/) 3 rounds of k reached the same final inertia after 20 Lloyd iterations (20724
+    against 20726) at a third of the search cost, since each round costs `oversample` Lloyd iterations.
     """
     n = x.shape[0]
     if n <= int(rounds * oversample * k) + 1:
