@@ -132,7 +132,7 @@ def main() -> int:
         "people_enrolled": people,
         "device": stats.device,
         "model": stats.model.id,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}",
         "stages": [asdict(s) for s in table],
     }
     if args.json:

@@ -46,7 +46,9 @@ class Row:
 def sklearn_fit(init: str) -> Fit:
     def fit(x: NDArray[np.float32], k: int, niter: int, seed: int) -> tuple[NDArray[np.float32], int]:
         # scikit-learn's defaults except max_iter; n_init=1 for "random" (its default there is 10 runs).
-        km = KMeans(n_clusters=k, init=init, max_iter=niter, random_state=seed, n_init=1 if init == "random" else "auto")
+        km = KMeans(
+            n_clusters=k, init=init, max_iter=niter, random_state=seed, n_init=1 if init == "random" else "auto"
+        )
         km.fit(x)
         return km.cluster_centers_.astype(np.float32), int(km.n_iter_)
 
@@ -55,8 +57,16 @@ def sklearn_fit(init: str) -> Fit:
 
 def faiss_fit(init_method: int | None) -> Fit:
     def fit(x: NDArray[np.float32], k: int, niter: int, seed: int) -> tuple[NDArray[np.float32], int]:
-        km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, gpu=gpu_available(),
-                          min_points_per_centroid=1, max_points_per_centroid=x.shape[0])
+        km = faiss.Kmeans(
+            x.shape[1],
+            k,
+            niter=niter,
+            seed=seed,
+            spherical=True,
+            gpu=gpu_available(),
+            min_points_per_centroid=1,
+            max_points_per_centroid=x.shape[0],
+        )
         if init_method is not None:
             km.cp.init_method = init_method
         km.train(x)
@@ -78,9 +88,11 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return (f"{cpu}; {os.cpu_count()} logical CPUs; load average {load[0]:.2f} at the end; "
-            f"GPU for FAISS: {'yes' if gpu_available() else 'no'}; python {platform.python_version()}, "
-            f"numpy {np.__version__}, scikit-learn {sklearn.__version__}, faiss {faiss.__version__}")
+    return (
+        f"{cpu}; {os.cpu_count()} logical CPUs; load average {load[0]:.2f} at the end; "
+        f"GPU for FAISS: {'yes' if gpu_available() else 'no'}; python {platform.python_version()}, "
+        f"numpy {np.__version__}, scikit-learn {sklearn.__version__}, faiss {faiss.__version__}"
+    )
 
 
 def main() -> None:
@@ -118,10 +130,14 @@ def main() -> None:
 
     ref_name = next((n for n in rows if n.startswith("scikit-learn KMeans, k-means++")), None)
     ref = rows[ref_name] if ref_name else None
-    print(f"\n{args.n:,} × {args.d} synthetic embeddings, K = {args.k:,}, max {args.niter} iterations, seed {args.seed}; "
-          f"inertia at the true centres {spherical_inertia(x, blobs.centres):.1f}\n")
-    print("| method | time (s) | iterations run | spherical inertia | inertia / sklearn k-means++ | "
-          "speed-up vs sklearn k-means++ | NMI vs truth |")
+    print(
+        f"\n{args.n:,} × {args.d} synthetic embeddings, K = {args.k:,}, max {args.niter} iterations, seed {args.seed}; "
+        f"inertia at the true centres {spherical_inertia(x, blobs.centres):.1f}\n"
+    )
+    print(
+        "| method | time (s) | iterations run | spherical inertia | inertia / sklearn k-means++ | "
+        "speed-up vs sklearn k-means++ | NMI vs truth |"
+    )
     print("|---|---|---|---|---|---|---|")
     for row in rows.values():
         t = statistics.median(row.seconds)

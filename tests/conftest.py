@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Before torch is imported anywhere in the test session: see faceid.server.cli.main.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("FACEID_SHARED_DIR", REPO_ROOT.parent / "shared")).resolve()
 MODELS_DIR = SHARED_DIR / "models"

@@ -50,8 +50,14 @@ def test_k_equal_to_people_recovers_the_identities(faces) -> None:
 @pytest.mark.slow
 def test_automatic_k_lands_within_one_of_the_number_of_people(faces) -> None:
     steps: list[tuple[str, float]] = []
-    result = cluster(faces.embeddings, k_range=range(8, 25), labels=list(faces.people), threshold=TAU, seed=0,
-                     progress=lambda stage, fraction: steps.append((stage, fraction)))
+    result = cluster(
+        faces.embeddings,
+        k_range=range(8, 25),
+        labels=list(faces.people),
+        threshold=TAU,
+        seed=0,
+        progress=lambda stage, fraction: steps.append((stage, fraction)),
+    )
     assert abs(result.k - 16) <= 1, result.k_scores
     assert sorted(result.k_scores) == list(range(8, 25))
     assert result.k_scores[result.k] == max(result.k_scores.values())
@@ -243,6 +249,7 @@ def test_pca_matches_sklearn_up_to_sign(blobs) -> None:
 
 
 def test_nearest_identities_reports_missing_gallery() -> None:
-    named = nearest_identities(np.eye(3, dtype=np.float32) * 2, lambda q: [("ann", 1, 0.5), None, ("bob", 2, 1.5)],
-                               threshold=TAU)
+    named = nearest_identities(
+        np.eye(3, dtype=np.float32) * 2, lambda q: [("ann", 1, 0.5), None, ("bob", 2, 1.5)], threshold=TAU
+    )
     assert [(n.identity, n.within_threshold) for n in named] == [("ann", True), (None, False), ("bob", False)]

@@ -113,7 +113,11 @@ class Target:
 
     def ensure_anchor(self) -> None:
         """The one enrolled person (a fuzzed DeleteIdentity may have erased it; Enroll is idempotent)."""
-        self.faceid.Enroll(pb.EnrollRequest(identity=ANCHOR, images=[ANCHOR_PHOTO]), timeout=120)
+        try:
+            self.faceid.GetIdentity(pb.GetIdentityRequest(name=ANCHOR), timeout=30)
+        except grpc.RpcError as exc:
+            assert exc.code() is C.NOT_FOUND, exc
+            self.faceid.Enroll(pb.EnrollRequest(identity=ANCHOR, images=[ANCHOR_PHOTO]), timeout=120)
 
     def check(self, call: Callable[[], Any], changed: Callable[[Any], bool] = lambda _: False) -> tuple[grpc.StatusCode, Any]:
         """Run `call`: a clean status, a message on refusal, the store unchanged unless `changed(response)`."""
@@ -288,7 +292,7 @@ def test_request_size_limit(target: Target) -> None:
     assert code is C.RESOURCE_EXHAUSTED  # gRPC's own message limit, before any parsing
     big = ANCHOR_PHOTO + b"\0" * (MAX_IMAGE + 1 - len(ANCHOR_PHOTO))  # fits the message, not the image limit
     with pytest.raises(grpc.RpcError) as info:
-        target.faceid.Identify(pb.IdentifyRequest(image=big), timeout=60)
+        target.faceid.Embed(pb.EmbedRequest(image=big), timeout=60)  # Embed: needs no gallery
     assert info.value.code() is C.INVALID_ARGUMENT and "MiB" in info.value.details()
 
 
@@ -330,3 +334,17 @@ def test_deadline_is_honoured(target: Target) -> None:
         target.faceid.Identify(pb.IdentifyRequest(image=GROUP7), timeout=0.001)
     assert info.value.code() is C.DEADLINE_EXCEEDED
     assert target.faceid.GetStats(pb.GetStatsRequest(), timeout=30).index.consistent  # still serving
+
+
+def test_undecodable_request_bytes_are_invalid_argument_not_internal(target: Target) -> None:
+    """gRPC itself would answer INTERNAL ("Exception deserializing request!"); the server says INVALID_ARGUMENT."""
+    truncated = _field(1, 2, _varint(50) + b"only five")  # claims 50 bytes, carries 9
+    bad_utf8 = _field(1, 2, _varint(2) + b"\xff\xfe")  # GetIdentityRequest.name must be UTF-8
+    for method, raw in (("/faceid.v1.FaceId/Identify", truncated), ("/faceid.v1.FaceId/GetIdentity", bad_utf8)):
+        with pytest.raises(grpc.RpcError) as info:
+            target.channel.unary_unary(method)(raw, timeout=30)
+        assert info.value.code() is C.INVALID_ARGUMENT and "not a valid protobuf" in info.value.details()
+    stream = target.channel.stream_stream("/faceid.v1.FaceId/EnrollStream")
+    with pytest.raises(grpc.RpcError) as info:
+        list(stream(iter([truncated]), timeout=30))
+    assert info.value.code() is C.INVALID_ARGUMENT

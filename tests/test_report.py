@@ -27,9 +27,17 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def to_proto(result: ClusteringResult, face_ids: list[int], identities: list[str | None]) -> pb.ClusterResult:
     """What the servicer will send: the engine's result with the store's face ids and labels."""
     km = result.kmeans
-    msg = pb.ClusterResult(model="facenet-20170512-128d", k=km.k, seed=result.seed, niter=km.iterations,
-                           scope=pb.CLUSTER_SCOPE_ALL, threshold=TAU, seconds=km.seconds, device=km.device,
-                           outlier_rule="distance to centroid > τ, or robust z-score > 3.5 in clusters of ≥ 10 faces")
+    msg = pb.ClusterResult(
+        model="facenet-20170512-128d",
+        k=km.k,
+        seed=result.seed,
+        niter=km.iterations,
+        scope=pb.CLUSTER_SCOPE_ALL,
+        threshold=TAU,
+        seconds=km.seconds,
+        device=km.device,
+        outlier_rule="distance to centroid > τ, or robust z-score > 3.5 in clusters of ≥ 10 faces",
+    )
     m = result.metrics
     msg.metrics.inertia = m.inertia
     msg.metrics.labeled_faces = m.labeled_faces
@@ -46,9 +54,15 @@ def to_proto(result: ClusteringResult, face_ids: list[int], identities: list[str
             s.nearest_identity, s.nearest_identity_id = near.identity, near.identity_id or 0
             s.nearest_distance, s.within_threshold = near.distance or 0.0, near.within_threshold
     for i, face_id in enumerate(face_ids):
-        msg.faces.add(face_id=face_id, cluster=int(km.assign[i]), distance=float(km.distance[i]),
-                      outlier=bool(result.outliers[i]), identity=identities[i] or "",
-                      x=float(result.projection[i, 0]), y=float(result.projection[i, 1]))
+        msg.faces.add(
+            face_id=face_id,
+            cluster=int(km.assign[i]),
+            distance=float(km.distance[i]),
+            outlier=bool(result.outliers[i]),
+            identity=identities[i] or "",
+            x=float(result.projection[i, 0]),
+            y=float(result.projection[i, 1]),
+        )
     return msg
 
 
@@ -85,16 +99,37 @@ def faces_report():
 
 def small_result() -> dict:
     return {
-        "model": "m", "k": 2, "seed": 0, "niter": 20, "scope": "all", "threshold": 1.02,
-        "outlier_rule": "rule", "metrics": {"inertia": 1.5, "silhouette": 0.5, "purity": None, "nmi": None,
-                                             "ari": None, "labeled_faces": 0},
-        "clusters": [{"cluster": 0, "size": 1, "nearest_identity": None, "nearest_distance": None,
-                      "within_threshold": False, "outliers": 0},
-                     {"cluster": 1, "size": 2, "nearest_identity": "ann <b>", "nearest_distance": 0.4,
-                      "within_threshold": True, "outliers": 1}],
-        "faces": [{"face_id": 7, "cluster": 0, "distance": 0.1, "outlier": False, "identity": None, "x": 0.0, "y": 0.0},
-                  {"face_id": 8, "cluster": 1, "distance": 0.2, "outlier": False, "identity": "ann <b>", "x": 1.0, "y": 1.0},
-                  {"face_id": 9, "cluster": 1, "distance": 1.2, "outlier": True, "identity": None, "x": 1.0, "y": 2.0}],
+        "model": "m",
+        "k": 2,
+        "seed": 0,
+        "niter": 20,
+        "scope": "all",
+        "threshold": 1.02,
+        "outlier_rule": "rule",
+        "metrics": {"inertia": 1.5, "silhouette": 0.5, "purity": None, "nmi": None, "ari": None, "labeled_faces": 0},
+        "clusters": [
+            {
+                "cluster": 0,
+                "size": 1,
+                "nearest_identity": None,
+                "nearest_distance": None,
+                "within_threshold": False,
+                "outliers": 0,
+            },
+            {
+                "cluster": 1,
+                "size": 2,
+                "nearest_identity": "ann <b>",
+                "nearest_distance": 0.4,
+                "within_threshold": True,
+                "outliers": 1,
+            },
+        ],
+        "faces": [
+            {"face_id": 7, "cluster": 0, "distance": 0.1, "outlier": False, "identity": None, "x": 0.0, "y": 0.0},
+            {"face_id": 8, "cluster": 1, "distance": 0.2, "outlier": False, "identity": "ann <b>", "x": 1.0, "y": 1.0},
+            {"face_id": 9, "cluster": 1, "distance": 1.2, "outlier": True, "identity": None, "x": 1.0, "y": 2.0},
+        ],
     }
 
 
@@ -113,21 +148,43 @@ def test_html_is_self_contained_largest_cluster_first_and_escaped(tmp_path: Path
 
 
 def test_many_clusters_get_a_size_histogram_and_capped_grids() -> None:
-    faces = [{"face_id": i, "cluster": i % 100, "distance": 0.3, "outlier": False, "identity": None,
-              "x": float(i), "y": float(i % 7)} for i in range(8000)]
-    clusters = [{"cluster": c, "size": 80, "nearest_identity": None, "nearest_distance": None,
-                 "within_threshold": False, "outliers": 0} for c in range(100)]
-    page = render_report({"k": 100, "metrics": {"inertia": 1.0, "silhouette": None}, "clusters": clusters,
-                          "faces": faces}, {})
+    faces = [
+        {
+            "face_id": i,
+            "cluster": i % 100,
+            "distance": 0.3,
+            "outlier": False,
+            "identity": None,
+            "x": float(i),
+            "y": float(i % 7),
+        }
+        for i in range(8000)
+    ]
+    clusters = [
+        {
+            "cluster": c,
+            "size": 80,
+            "nearest_identity": None,
+            "nearest_distance": None,
+            "within_threshold": False,
+            "outliers": 0,
+        }
+        for c in range(100)
+    ]
+    page = render_report(
+        {"k": 100, "metrics": {"inertia": 1.0, "silhouette": None}, "clusters": clusters, "faces": faces}, {}
+    )
     assert "cluster size (80 to 80 faces)" in page  # histogram, not 100 bars
     assert page.count("+ 20 more") == 100  # 60 tiles shown per cluster
     assert "every 2th face shown" in page  # the scatter keeps ≤ 5,000 dots
 
 
 def test_report_module_needs_no_numpy_or_torch() -> None:
-    code = ("import sys; import faceid.client.report as r; "
-            "r.render_report({'k': 0, 'clusters': [], 'faces': [], 'metrics': {}}, {}); "
-            "bad = [m for m in ('numpy', 'torch', 'faiss') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys; import faceid.client.report as r; "
+        "r.render_report({'k': 0, 'clusters': [], 'faces': [], 'metrics': {}}, {}); "
+        "bad = [m for m in ('numpy', 'torch', 'faiss') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -169,10 +226,22 @@ def test_chromium_screenshot_shows_the_face_thumbnails(faces_report, tmp_path: P
 def screenshot(page: Path, tmp: Path) -> np.ndarray:
     png = page.with_suffix(".png")
     profile = tmp / f"profile-{page.stem}"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", f"--screenshot={png}", "--window-size=1280,2000",
-           "--hide-scrollbars", page.resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--screenshot={png}",
+        "--window-size=1280,2000",
+        "--hide-scrollbars",
+        page.resolve().as_uri(),
+    ]
     subprocess.run(cmd, check=True, timeout=300, capture_output=True)
     return np.asarray(Image.open(png).convert("RGB"))
 

@@ -33,6 +33,8 @@ EXIT_REQUEST = 2
 app = typer.Typer(
     name="faceid",
     help="Face identification client. Server: --server HOST:PORT or $FACEID_SERVER (default 127.0.0.1:50051).",
+    epilog="Exit codes: 0 ok; 1 server or transport problem (UNAVAILABLE, INTERNAL, ...); "
+    "2 the request was at fault (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION, ..., bad flags).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -93,7 +95,9 @@ def _parse_metadata(pairs: list[str]) -> dict[str, str]:
 @app.command()
 def enroll(
     name: Annotated[str, typer.Argument(help="the person's name or external id")],
-    images: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, help="photos")],
+    images: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, help="photos of the person")
+    ],
     meta: Annotated[list[str], typer.Option("--meta", help="KEY=VALUE stored with the identity")] = [],  # noqa: B006
     largest: Annotated[bool, typer.Option(help="store the largest face of group photos instead of refusing them")] = False,
     server: Server = DEFAULT_SERVER,

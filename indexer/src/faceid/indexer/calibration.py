@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from faceid.indexer.errors import InvalidRequest
-from faceid.indexer.evaluation.verification import _validate, min_negatives, threshold_at_far
+from faceid.indexer.evaluation.verification import check_scores, min_negatives, threshold_at_far
 
 CALIBRATION_VERSION = 1
 
@@ -80,7 +80,7 @@ def fit_match_probability(distances: ArrayLike, same: ArrayLike) -> LogisticFit:
     """Logistic regression of `same` on distance, classes weighted equally; coefficients in distance units."""
     from sklearn.linear_model import LogisticRegression
 
-    d, s = _validate(distances, same)
+    d, s = check_scores(distances, same)
     mu, sd = float(d.mean()), float(d.std())
     sd = sd if sd > 0 else 1.0
     model = LogisticRegression(class_weight="balanced")
@@ -96,7 +96,7 @@ def calibrate(distances: ArrayLike, same: ArrayLike, target_far: float, model_id
     pairs have d <= tau (see evaluation.threshold_at_far). Raises InvalidRequest when there are fewer than
     1/target different-person pairs: such a target cannot be measured, so no tau is made up.
     """
-    d, s = _validate(distances, same)
+    d, s = check_scores(distances, same)
     n_diff = int((~s).sum())
     tau = threshold_at_far(d[~s], d, target_far)
     if tau is None:

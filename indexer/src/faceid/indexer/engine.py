@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from faceid.indexer import errors
+from faceid.indexer.clustering import Progress
+from faceid.indexer.clustering_service import ClusteringRuns, GalleryClustering, Scope, run_clustering
 from faceid.indexer.config import AcceleratorRunner, EngineConfig, run_directly
 from faceid.indexer.gallery_rules import validate_identity_name, validate_metadata
 from faceid.indexer.matching import (
@@ -50,7 +52,7 @@ from faceid.indexer.results import (
     similarity_from_distance,
 )
 from faceid.indexer.runtime import resolve_device
-from faceid.indexer.store import AddStatus, FaceAdded, FaceRow, GalleryStore, IdentityRow, NewFace, create_store
+from faceid.indexer.store import AddStatus, AssignResult, FaceAdded, MergeResult, FaceRow, GalleryStore, IdentityRow, NewFace, create_store
 from faceid.indexer.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class FaceEngine:
         # commit, so a consistency check never sees a commit whose vectors are not yet in the index.
         self._write_lock = store.write_lock
         self._index_status: IndexStatus | None = None
+        self.clustering_runs = ClusteringRuns()  # the last runs, in memory, for name_cluster
 
     # ----------------------------------------------------------------------------------- lifecycle
     @classmethod
@@ -389,27 +392,18 @@ class FaceEngine:
         if image_b is not None:
             assert b.embeddings is not None
             distance = float(l2_distances(va, b.embeddings[:1])[0])
-            return VerifyResult(
-                match=distance <= tau,
-                distance=distance,
-                similarity=similarity_from_distance(distance),
-                threshold=tau,
-                model=self.model.id,
-                face_a=to_detected_face(a.detections[0]),
-                faces_in_a=len(a.detections),
-                face_b=to_detected_face(b.detections[0]),
-                faces_in_b=len(b.detections),
-                probability=self._probability(distance),
-            )
-        assert target is not None
-        face_ids, vectors = self.store.embeddings_of_identity(target.id, self.model.id)
-        if vectors is None:
-            raise errors.FailedPrecondition(
-                f"identity '{target.name}' has no faces embedded by model {self.model.id}; enrol photos of them first"
-            )
-        dists = l2_distances(va, vectors)
-        best = int(np.argmin(dists))
-        distance = float(dists[best])
+            other: dict = {"face_b": to_detected_face(b.detections[0]), "faces_in_b": len(b.detections)}
+        else:
+            assert target is not None
+            face_ids, vectors = self.store.embeddings_of_identity(target.id, self.model.id)
+            if vectors is None:
+                raise errors.FailedPrecondition(
+                    f"identity '{target.name}' has no faces embedded by model {self.model.id}; enrol photos of them first"
+                )
+            dists = l2_distances(va, vectors)
+            best = int(np.argmin(dists))  # the identity's closest face decides
+            distance = float(dists[best])
+            other = {"identity": target.name, "matched_face_id": int(face_ids[best])}
         return VerifyResult(
             match=distance <= tau,
             distance=distance,
@@ -418,21 +412,22 @@ class FaceEngine:
             model=self.model.id,
             face_a=to_detected_face(a.detections[0]),
             faces_in_a=len(a.detections),
-            identity=target.name,
-            matched_face_id=int(face_ids[best]),
             probability=self._probability(distance),
+            **other,
         )
 
     # ------------------------------------------------------------------------------------ identify
     def identify(self, image: bytes, *, top_k: int = 0, threshold: float | None = None) -> IdentifyResult:
         tau = self._threshold(threshold)
         k = validate_top_k(top_k, default=self.config.default_top_k, maximum=self.config.max_top_k)
+        # The request is checked first (a bad image is the caller's to fix whatever the gallery holds),
+        # then the gallery's state.
+        analyzed = self._decode_for_query(image, "the image")
         gallery = len(self.index)
         if gallery == 0 or self.store.count_faces(self.model.id, labeled=True) == 0:
             raise errors.EmptyGallery(
                 f"the gallery has no enrolled faces for model {self.model.id}: enrol people before identifying"
             )
-        analyzed = self._decode_for_query(image, "the image")
         assert analyzed.embeddings is not None
         t0 = time.perf_counter()
         per_face = self._search_identities(analyzed.embeddings, k)
@@ -480,6 +475,49 @@ class FaceEngine:
             if depth >= total or all(len(h) >= k for h in per_face):
                 return per_face
             depth = min(total, depth * 4)
+
+    # ---------------------------------------------------------------------------------- clustering
+    def cluster(
+        self,
+        *,
+        scope: Scope = Scope.ALL,
+        identities: Sequence[str] = (),
+        k: int | None = None,
+        k_range: Sequence[int] | range | None = None,
+        seed: int = 0,
+        niter: int = 20,
+        progress: Progress | None = None,
+    ) -> GalleryClustering:
+        """Cluster the active model's stored faces (clustering_service.py); the run is remembered in memory."""
+        run = run_clustering(
+            self.store,
+            self.index,
+            self.model.id,
+            scope=scope,
+            identities=identities,
+            k=k,
+            k_range=k_range,
+            seed=seed,
+            niter=niter,
+            threshold=self._threshold(None),
+            progress=progress,
+        )
+        self.clustering_runs.add(run)
+        return run
+
+    def name_faces(self, face_ids: Sequence[int], name: str, *, actor: str = "") -> AssignResult:
+        """Give faces (e.g. unlabeled ones) an identity, created if new. Vectors, so the index, are unchanged."""
+        with self._write_lock:
+            return self.store.assign_faces(face_ids=face_ids, identity_name=name, actor=actor or "system")
+
+    def name_cluster(self, run_id: str | None, cluster_index: int, name: str, *, actor: str = "") -> AssignResult:
+        """Name every face of one cluster of a remembered run (None/"" = the latest run)."""
+        return self.name_faces(self.clustering_runs.get(run_id).faces_of(cluster_index), name, actor=actor)
+
+    def merge_identities(self, source: str, target: str, *, actor: str = "") -> MergeResult:
+        """Move every face of `source` to `target` and delete `source` (index unchanged: same vectors)."""
+        with self._write_lock:
+            return self.store.merge_identities(source=source, target=target, actor=actor or "system")
 
     # --------------------------------------------------------------------------------------- embed
     def embed(self, image: bytes, *, all_faces: bool = False) -> EmbedResult:
@@ -542,7 +580,8 @@ class FaceEngine:
             faces=self.store.count_faces(self.model.id),
             unlabeled_faces=self.store.count_faces(self.model.id, labeled=False),
             model=self.model,
-            index=replace(status, vectors=len(self.index)),
+            # Live count and checksum; `consistent` is the verdict of the last full check against the store.
+            index=replace(status, vectors=len(self.index), checksum=self.index.checksum().digest),
             device=self.device,
             database=_describe_database(self.store.url),
         )

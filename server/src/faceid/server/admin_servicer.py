@@ -20,7 +20,8 @@ from faceid.server.auth import Scope, create_key, current_actor
 from faceid.server.lifecycle import EngineSlot
 from faceid.v1 import admin_pb2 as pb
 from faceid.v1 import admin_pb2_grpc as pb_grpc
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import HealthServicer
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ _SCOPE_FROM_PROTO = {v: k for k, v in _SCOPE_TO_PROTO.items()}
 class HealthSwitch:
     """Turns every service's health NOT_SERVING while the index is rebuilt (load balancers move away)."""
 
-    health: health.HealthServicer
+    health: HealthServicer
     services: Sequence[str]
 
     def set(self, serving: bool) -> None:

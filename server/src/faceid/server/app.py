@@ -64,6 +64,7 @@ class RunningServer:
     services: tuple[str, ...]
     keys: KeyStore | None = field(default=None, repr=False)  # API keys (auth.py), closed on stop
     _loader: threading.Thread | None = field(default=None, repr=False)
+    _released: threading.Event = field(default_factory=threading.Event, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -90,6 +91,7 @@ class RunningServer:
         engine = self.slot.start_closing()  # a load still running closes its engine when it ends
         if engine is not None:
             engine.close()
+        self._released.set()  # the loader thread may end now (see _load_engine)
         self.metrics.stop()
         if self.keys is not None:
             self.keys.close()
@@ -113,8 +115,8 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
     # ---
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="faceid-rpc"),
-        # First is outermost: metrics see the final status chosen by the error mapping. An auth
-        # interceptor goes between them (it must run before any servicer code, after metrics).
+        # First is outermost: metrics see the final status chosen by the error mapping. Auth runs before
+        # any servicer code; undecodable request bytes become INVALID_ARGUMENT (faceid.server.wire).
         interceptors=[MetricsInterceptor(metrics.rpc), auth, MalformedRequestInterceptor(), ErrorMappingInterceptor()],
         options=[
             ("grpc.max_receive_message_length", size),
@@ -200,6 +202,10 @@ def _load_engine(running: RunningServer, settings: Settings) -> None:
         running.slot.set_failed(exc)
         return
     _engine_ready(running, engine)
+    # This thread ran torch work (OpenMP) while loading. Measured here: once such a thread exits, its
+    # OpenMP team keeps spinning and every later forward pass on other threads runs 2-8x slower on CPU
+    # (gone with OMP_WAIT_POLICY=passive). So the thread that loaded the engine lives as long as it.
+    running._released.wait()
 
 
 def _is_expected(exc: BaseException) -> bool:

@@ -51,9 +51,7 @@ class FaissBackend:
             sim, idx = faiss.knn(x, centres, 1, metric=faiss.METRIC_INNER_PRODUCT)
         return sim[:, 0], idx[:, 0]
 
-    def lloyd(
-        self, x: NDArray[np.float32], init: NDArray[np.float32], *, niter: int, seed: int
-    ) -> NDArray[np.float32]:
+    def lloyd(self, x: NDArray[np.float32], init: NDArray[np.float32], *, niter: int, seed: int) -> NDArray[np.float32]:
         """`niter` spherical Lloyd iterations from the given centres.
 
         x: (n, d) float32 unit rows; init: (k, d) float32 unit rows.

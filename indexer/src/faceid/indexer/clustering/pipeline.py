@@ -82,8 +82,9 @@ def cluster(
     else:
         assert k_range is not None
         report(STAGE_CHOOSING_K, 0.0)
-        choice = choose_k(x, k_range, seed=seed, niter=niter, n_init=runs,
-                          progress=lambda f: report(STAGE_CHOOSING_K, f))
+        choice = choose_k(
+            x, k_range, seed=seed, niter=niter, n_init=runs, progress=lambda f: report(STAGE_CHOOSING_K, f)
+        )
         result, scores = choice.results[choice.k], choice.scores
 
     report(STAGE_SCORING, 0.0)
@@ -98,5 +99,12 @@ def cluster(
         report(STAGE_NAMING, 0.0)
         nearest = nearest_identities(result.centroids, search, threshold=threshold if threshold is not None else 2.0)
         report(STAGE_NAMING, 1.0)
-    return ClusteringResult(kmeans=result, metrics=metrics, outliers=outliers, projection=projection,
-                            nearest=nearest, seed=seed, k_scores=scores)
+    return ClusteringResult(
+        kmeans=result,
+        metrics=metrics,
+        outliers=outliers,
+        projection=projection,
+        nearest=nearest,
+        seed=seed,
+        k_scores=scores,
+    )

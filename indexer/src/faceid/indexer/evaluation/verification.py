@@ -86,7 +86,8 @@ class VerificationReport:
     roc: RocCurve
 
 
-def _validate(distances: ArrayLike, same: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+def check_scores(distances: ArrayLike, same: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """(n,) float64 distances and (n,) bool labels, checked: equal length, finite, both classes present."""
     d = np.asarray(distances, dtype=np.float64).ravel()
     s = np.asarray(same, dtype=bool).ravel()
     if d.shape != s.shape:
@@ -102,13 +103,13 @@ def _validate(distances: ArrayLike, same: ArrayLike) -> tuple[NDArray[np.float64
 
 def roc(distances: ArrayLike, same: ArrayLike) -> RocCurve:
     """Full ROC (every distinct distance is a point), via sklearn.metrics.roc_curve on score = -distance."""
-    d, s = _validate(distances, same)
+    d, s = check_scores(distances, same)
     far, tar, thr = roc_curve(s, -d, drop_intermediate=False)
     return RocCurve(far.astype(np.float64), tar.astype(np.float64), -thr.astype(np.float64))
 
 
 def auc(distances: ArrayLike, same: ArrayLike) -> float:
-    d, s = _validate(distances, same)
+    d, s = check_scores(distances, same)
     return float(roc_auc_score(s, -d))
 
 
@@ -165,7 +166,7 @@ def tar_at_far(distances: ArrayLike, same: ArrayLike, target_far: float) -> Oper
 
     With fewer than 1/target different-person pairs the result says "not enough pairs" instead of a figure.
     """
-    d, s = _validate(distances, same)
+    d, s = check_scores(distances, same)
     n_same, n_diff = int(s.sum()), int((~s).sum())
     tau = threshold_at_far(d[~s], d, target_far)
     if tau is None:
@@ -187,7 +188,7 @@ def tar_at_far(distances: ArrayLike, same: ArrayLike, target_far: float) -> Oper
 
 def best_accuracy(distances: ArrayLike, same: ArrayLike) -> BestAccuracy:
     """Highest pair accuracy over all tau, and the middle of the first interval of tau that reaches it."""
-    d, s = _validate(distances, same)
+    d, s = check_scores(distances, same)
     u = np.unique(d)  # tau = u[i] accepts every d <= u[i]; accuracy is constant on [u[i], u[i+1])
     same_sorted, diff_sorted = np.sort(d[s]), np.sort(d[~s])
     tp = np.searchsorted(same_sorted, u, side="right")
@@ -219,7 +220,7 @@ def cross_validated_accuracy(
     `folds` (n,) int gives the fold of each pair (LFW sets); otherwise pairs are split by a stratified,
     seeded KFold. Returns None when a class has fewer pairs than 2 folds need.
     """
-    d, s = _validate(distances, same)
+    d, s = check_scores(distances, same)
     from_file = folds is not None and len(np.unique(np.asarray(folds))) >= 2
     if from_file:
         fold_of = np.asarray(folds, dtype=np.int64).ravel()
@@ -246,7 +247,7 @@ def cross_validated_accuracy(
 
 def d_prime(distances: ArrayLike, same: ArrayLike) -> float:
     """Separation (mean_diff - mean_same) / sqrt((var_same + var_diff) / 2): finer than AUC once AUC saturates."""
-    d, s = _validate(distances, same)
+    d, s = check_scores(distances, same)
     pooled = math.sqrt((d[s].var() + d[~s].var()) / 2.0)
     gap = float(d[~s].mean() - d[s].mean())
     return gap / pooled if pooled > 0 else math.copysign(math.inf, gap)
@@ -261,7 +262,7 @@ def verification_report(
     seed: int = 0,
 ) -> VerificationReport:
     """Every verification metric of one set of pairs (see the functions above for each definition)."""
-    d, s = _validate(distances, same)
+    d, s = check_scores(distances, same)
     curve = roc(d, s)
     eer, tau_eer = equal_error_rate(curve)
     return VerificationReport(

@@ -1,0 +1,389 @@
+"""Load test over gRPC: closed-loop N clients and open-loop fixed rate, mixing Identify, Verify and Enroll.
+
+    uv run python bench/load.py suite --clients 32 --duration 60          # the issue's targets, in one run
+    uv run python bench/load.py closed --clients 8 --duration 20
+    uv run python bench/load.py open --rate 5 --duration 20 --mix identify=1
+    uv run python bench/load.py suite --server 127.0.0.1:50051 --api-key fid_...   # a running server
+
+Without --server it starts `faceid-server` as a subprocess on a free loopback port with a temporary
+SQLite gallery, and enrols half the people of shared/data/faces (two photos each); the other photos of
+those people and the other people are the queries. Only loopback addresses are accepted: this is a load
+generator, never point it at someone else's machine. Every run is bounded by --duration AND --max-requests.
+
+closed  N clients, each sends its next request when the previous answer arrives (throughput at a
+        concurrency). Latency = answer - send.
+open    requests at a fixed rate whatever the answers do (latency at an offered load). Latency is measured
+        from the *scheduled* send time, so a server that falls behind shows it (no coordinated omission);
+        at most --max-inflight requests wait, later ones count as errors ("dropped").
+suite   idle single-client Identify baseline, then closed-loop --clients with the mix, then open-loop
+        Identify at 60 % of that run's throughput; prints the issue's targets with pass/fail.
+
+Enrolments are checked afterwards: every face the server acknowledged must be listed by GetIdentity
+("acknowledged lost" must be 0). Results are printed as markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from faceid.v1 import faceid_pb2 as pb
+from faceid.v1 import faceid_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACEID_SHARED_DIR", REPO.parent / "shared"))
+FACES = SHARED / "data" / "faces"
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+# ------------------------------------------------------------------------------------------- photos
+@dataclass(frozen=True)
+class Photos:
+    enrolled: dict[str, list[bytes]]  # person -> the photos enrolled at setup
+    queries: list[tuple[str | None, bytes]]  # (person if enrolled else None, photo)
+    extra: dict[str, list[bytes]]  # person -> enrolled people's other photos (for Enroll during the run)
+
+    @classmethod
+    def load(cls) -> Photos:
+        people = sorted(p for p in FACES.iterdir() if p.is_dir())
+        enrolled, queries, extra = {}, [], {}
+        for i, folder in enumerate(people):
+            photos = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
+            if i % 2 == 0 and len(photos) >= 3:
+                enrolled[folder.name] = photos[:2]
+                extra[folder.name] = photos[2:]
+                queries += [(folder.name, p) for p in photos[2:]]
+            else:
+                queries += [(None, p) for p in photos]
+        return cls(enrolled, queries, extra)
+
+
+# -------------------------------------------------------------------------------------- operations
+@dataclass
+class Result:
+    op: str
+    seconds: float
+    code: grpc.StatusCode
+    client: int
+
+
+@dataclass
+class Ledger:
+    """Every answer, plus the faces acknowledged by Enroll (checked for loss at the end)."""
+
+    results: list[Result] = field(default_factory=list)
+    acked: dict[str, set[int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, result: Result, enrolled: tuple[str, list[int]] | None = None) -> None:
+        with self.lock:
+            self.results.append(result)
+            if enrolled:
+                self.acked.setdefault(enrolled[0], set()).update(enrolled[1])
+
+
+class Workload:
+    def __init__(self, stub: pb_grpc.FaceIdStub, photos: Photos, mix: dict[str, float], metadata: tuple, seed: int) -> None:
+        self.stub, self.photos, self.metadata = stub, photos, metadata
+        self.ops, self.weights = zip(*mix.items(), strict=True)
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+
+    def pick(self) -> tuple[str, Callable[[float], tuple[Result, tuple[str, list[int]] | None]]]:
+        with self.lock:
+            op = self.rng.choices(self.ops, self.weights)[0]
+            query = self.rng.choice(self.photos.queries)
+            other = self.rng.choice(self.photos.queries)
+            person = self.rng.choice(sorted(self.photos.extra))
+            extra = self.rng.choice(self.photos.extra[person])
+        return op, lambda timeout: self._call(op, query, other, person, extra, timeout)
+
+    def _call(self, op: str, query, other, person: str, extra: bytes, timeout: float):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        enrolled = None
+        try:
+            if op == "identify":
+                self.stub.Identify(pb.IdentifyRequest(image=query[1]), timeout=timeout, metadata=self.metadata)
+            elif op == "verify":
+                self.stub.Verify(pb.VerifyRequest(image_a=query[1], image_b=other[1]), timeout=timeout, metadata=self.metadata)
+            else:  # enroll: another photo of an enrolled person (a repeat is an idempotent DUPLICATE)
+                answer = self.stub.Enroll(pb.EnrollRequest(identity=person, images=[extra]), timeout=timeout, metadata=self.metadata)
+                ok = (pb.IMAGE_STATUS_STORED, pb.IMAGE_STATUS_DUPLICATE)
+                enrolled = (person, [r.face_id for r in answer.results if r.status in ok])
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            code = exc.code()
+        return Result(op, time.perf_counter() - start, code, -1), enrolled
+
+
+# ------------------------------------------------------------------------------------------- loops
+def closed_loop(work: Workload, clients: int, duration: float, max_requests: int, timeout: float) -> tuple[Ledger, float]:
+    ledger, issued = Ledger(), [0]
+    issued_lock = threading.Lock()
+    deadline = time.perf_counter() + duration
+
+    def client(cid: int) -> None:
+        while time.perf_counter() < deadline:
+            with issued_lock:
+                if issued[0] >= max_requests:
+                    return
+                issued[0] += 1
+            _, call = work.pick()
+            result, enrolled = call(timeout)
+            result.client = cid
+            ledger.add(result, enrolled)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return ledger, time.perf_counter() - t0
+
+
+def open_loop(work: Workload, rate: float, duration: float, max_requests: int, timeout: float, max_inflight: int) -> tuple[Ledger, float]:
+    ledger = Ledger()
+    inflight = threading.BoundedSemaphore(max_inflight)
+    total = min(max_requests, int(rate * duration))
+    threads: list[threading.Thread] = []
+    t0 = time.perf_counter()
+
+    def run(scheduled: float, call: Callable) -> None:  # type: ignore[type-arg]
+        try:
+            result, enrolled = call(timeout)
+            result.seconds = time.perf_counter() - scheduled  # from the scheduled send: queueing counts
+            ledger.add(result, enrolled)
+        finally:
+            inflight.release()
+
+    for i in range(total):
+        scheduled = t0 + i / rate
+        time.sleep(max(0.0, scheduled - time.perf_counter()))
+        op, call = work.pick()
+        if not inflight.acquire(blocking=False):
+            ledger.add(Result(op, 0.0, grpc.StatusCode.RESOURCE_EXHAUSTED, -1))  # dropped by the generator
+            continue
+        thread = threading.Thread(target=run, args=(scheduled, call), daemon=True)
+        thread.start()
+        threads.append(thread)
+    for t in threads:
+        t.join()
+    return ledger, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------ report
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True)
+class Summary:
+    label: str
+    requests: int
+    errors: int
+    seconds: float
+    p50: float
+    p95: float
+    p99: float
+
+    @property
+    def throughput(self) -> float:
+        return (self.requests - self.errors) / self.seconds if self.seconds else 0.0
+
+
+def summarise(label: str, ledger: Ledger, seconds: float) -> tuple[Summary, list[str]]:
+    rows = []
+    ok = [r for r in ledger.results if r.code is grpc.StatusCode.OK]
+    overall = Summary(label, len(ledger.results), len(ledger.results) - len(ok), seconds,
+                      pct([r.seconds for r in ok], 50), pct([r.seconds for r in ok], 95), pct([r.seconds for r in ok], 99))
+    for op in sorted({r.op for r in ledger.results}):
+        mine = [r for r in ledger.results if r.op == op]
+        good = [r.seconds for r in mine if r.code is grpc.StatusCode.OK]
+        rows.append(f"| {label} | {op} | {len(mine)} | {len(mine) - len(good)} | {len(good) / seconds:.2f} | "
+                    f"{pct(good, 50) * 1e3:.0f} | {pct(good, 95) * 1e3:.0f} | {pct(good, 99) * 1e3:.0f} |")
+    rows.append(f"| {label} | **all** | {overall.requests} | {overall.errors} | {overall.throughput:.2f} | "
+                f"{overall.p50 * 1e3:.0f} | {overall.p95 * 1e3:.0f} | {overall.p99 * 1e3:.0f} |")
+    return overall, rows
+
+
+def error_codes(ledger: Ledger) -> str:
+    counts = Counter(r.code.name for r in ledger.results if r.code is not grpc.StatusCode.OK)
+    return ", ".join(f"{k}×{v}" for k, v in counts.most_common()) or "none"
+
+
+def lost_acknowledged(stub: pb_grpc.FaceIdStub, ledger: Ledger, metadata: tuple) -> int:
+    lost = 0
+    for person, face_ids in ledger.acked.items():
+        stored = {f.id for f in stub.GetIdentity(pb.GetIdentityRequest(name=person), timeout=60, metadata=metadata).faces}
+        lost += len(face_ids - stored)
+    return lost
+
+
+# --------------------------------------------------------------------------------------- the server
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spawn_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    script = Path(sys.executable).with_name("faceid-server")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "faceid.server.cli"]
+    env = {**os.environ, "FACEID_MODEL_DIR": str(SHARED / "models"), "FACEID_STYLE__ENABLED": "false"}
+    log = (folder / "server.log").open("wb")
+    process = subprocess.Popen(
+        [*command, "--listen", f"127.0.0.1:{port}", "--database", f"sqlite:///{folder / 'load.db'}", "--no-fetch"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    return process, f"127.0.0.1:{port}"
+
+
+def wait_serving(channel: grpc.Channel, timeout: float = 600) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the server did not become SERVING in time")
+
+
+def setup_gallery(stub: pb_grpc.FaceIdStub, photos: Photos, metadata: tuple) -> None:
+    for person, images in photos.enrolled.items():
+        stub.Enroll(pb.EnrollRequest(identity=person, images=images), timeout=300, metadata=metadata)
+
+
+# -------------------------------------------------------------------------------------------- main
+def parse_mix(text: str) -> dict[str, float]:
+    mix = {}
+    for part in text.split(","):
+        op, _, weight = part.partition("=")
+        if op not in ("identify", "verify", "enroll"):
+            raise SystemExit(f"unknown operation {op!r} in --mix (identify, verify, enroll)")
+        mix[op] = float(weight or 1)
+    return mix
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mode", choices=["closed", "open", "suite"])
+    parser.add_argument("--server", help="HOST:PORT of a running server on loopback (default: spawn one)")
+    parser.add_argument("--api-key", default=os.environ.get("FACEID_API_KEY"), help="sent as x-api-key")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=5.0, help="open loop: requests per second")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per run (bounded)")
+    parser.add_argument("--max-requests", type=int, default=5000, help="per run (bounded)")
+    parser.add_argument("--max-inflight", type=int, default=256, help="open loop: waiting requests before dropping")
+    parser.add_argument("--mix", default="identify=7,verify=2,enroll=1")
+    parser.add_argument("--timeout", type=float, default=60.0, help="deadline per request, s")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.duration > 600 or args.max_requests < 1:
+        raise SystemExit("--duration must be in (0, 600] s and --max-requests ≥ 1")
+
+    metadata = (("x-api-key", args.api_key),) if args.api_key else ()
+    photos = Photos.load()
+    workdir = Path(tempfile.mkdtemp(prefix="faceid-load-"))
+    process = None
+    if args.server:
+        host = args.server.rpartition(":")[0]
+        if host not in LOOPBACK:
+            raise SystemExit(f"refusing {args.server}: the load generator only targets loopback addresses")
+        address = args.server
+    else:
+        process, address = spawn_server(workdir)
+    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
+    stub = pb_grpc.FaceIdStub(channel)
+    try:
+        wait_serving(channel)
+        setup_gallery(stub, photos, metadata)
+        stub.Identify(pb.IdentifyRequest(image=photos.queries[0][1]), timeout=120, metadata=metadata)  # warm-up
+        lines = [f"load on {address} — {os.cpu_count()} CPUs, mix {args.mix}, duration ≤ {args.duration:g} s, "
+                 f"≤ {args.max_requests} requests per run", "",
+                 "| run | op | requests | errors | ok/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
+        ledgers: list[Ledger] = []
+
+        def run_closed(label: str, clients: int, mix: dict[str, float]) -> Summary:
+            ledger, seconds = closed_loop(Workload(stub, photos, mix, metadata, args.seed), clients, args.duration,
+                                          args.max_requests, args.timeout)
+            ledgers.append(ledger)
+            summary, rows = summarise(label, ledger, seconds)
+            lines.extend(rows)
+            per_client = Counter(r.client for r in ledger.results if r.code is grpc.StatusCode.OK)
+            served.append((label, clients, min(per_client.values(), default=0), max(per_client.values(), default=0), error_codes(ledger)))
+            return summary
+
+        def run_open(label: str, rate: float, mix: dict[str, float]) -> Summary:
+            ledger, seconds = open_loop(Workload(stub, photos, mix, metadata, args.seed), rate, args.duration,
+                                        args.max_requests, args.timeout, args.max_inflight)
+            ledgers.append(ledger)
+            summary, rows = summarise(label, ledger, seconds)
+            lines.extend(rows)
+            served.append((label, 0, 0, 0, error_codes(ledger)))
+            return summary
+
+        served: list[tuple[str, int, int, int, str]] = []
+        mix = parse_mix(args.mix)
+        verdicts: list[str] = []
+        if args.mode == "closed":
+            run_closed(f"closed ×{args.clients}", args.clients, mix)
+        elif args.mode == "open":
+            run_open(f"open {args.rate:g}/s", args.rate, mix)
+        else:
+            idle = run_closed("idle ×1 identify", 1, {"identify": 1})
+            single = run_closed("closed ×1 mix", 1, mix)
+            loaded = run_closed(f"closed ×{args.clients} mix", args.clients, mix)
+            rate = 0.6 * loaded.throughput
+            open_run = run_open(f"open {rate:.2f}/s identify", rate, {"identify": 1})
+            verdicts = [
+                f"- closed ×{args.clients}: errors {loaded.errors} (target 0)",
+                f"- throughput ×{args.clients} / ×1 = {loaded.throughput:.2f} / {single.throughput:.2f} = "
+                f"{loaded.throughput / max(single.throughput, 1e-9):.2f} (target ≥ 1.5)",
+                f"- p99 / p50 at ×{args.clients} = {loaded.p99 / loaded.p50:.2f} (target ≤ 3)",
+                f"- open loop at 60 % of peak: p99 {open_run.p99 * 1e3:.0f} ms vs idle p50 {idle.p50 * 1e3:.0f} ms = "
+                f"{open_run.p99 / idle.p50:.2f} (target ≤ 3)",
+            ]
+        lost = sum(lost_acknowledged(stub, ledger, metadata) for ledger in ledgers)
+        acked = sum(len(v) for ledger in ledgers for v in ledger.acked.values())
+        lines += ["", "| run | clients | min ok per client | max ok per client | errors |", "|---|---|---|---|---|"]
+        lines += [f"| {label} | {c or '-'} | {lo or '-'} | {hi or '-'} | {err} |" for label, c, lo, hi, err in served]
+        lines += ["", f"acknowledged enrolment faces: {acked}; acknowledged lost: {lost}", *verdicts]
+        print("\n".join(lines))
+        return 0 if lost == 0 else 1
+    finally:
+        channel.close()
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
