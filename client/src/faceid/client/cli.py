@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from faceid.client.stylize_cmd import stylize
 from faceid.client import types as t
 from faceid.client.client import DEFAULT_SERVER, SERVER_ENV, FaceIdClient
 from faceid.client.errors import FaceIdError
@@ -251,6 +252,10 @@ def stats(
     for key, value in rows:
         table.add_row(key, value)
     _out().print(table)
+
+
+# Neural style transfer (StyleTransfer service): its own module, registered here.
+app.command("stylize")(stylize)
 
 
 def main() -> None:
