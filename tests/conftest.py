@@ -48,3 +48,28 @@ def person_photos(person: str) -> list[Path]:
 
 def read_bytes(path: Path) -> bytes:
     return path.read_bytes()
+
+
+# ---------------------------------------------------------------- gallery databases: SQLite and PostgreSQL
+@pytest.fixture(scope="session")
+def postgres():  # type: ignore[no-untyped-def]
+    """One real PostgreSQL server for the session (tests/postgres_server.py); FAILS when it cannot start."""
+    from postgres_server import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer()
+        server.start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"the PostgreSQL store tests need a PostgreSQL server: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty gallery database on each backend: a temp SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gallery.db'}"
+    return str(request.getfixturevalue("postgres").create_database())

@@ -1,12 +1,13 @@
 """Nothing acknowledged is lost: SIGKILL a real `faceid-server` process in the middle of a bulk enrolment.
 
-The server runs as its own process (the installed `faceid-server` command) on a temp SQLite file. A
+The server runs as its own process (the installed `faceid-server` command) on a temp SQLite file, and
+again on a fresh database of a real PostgreSQL server (conftest.py `database_url`). A
 client streams real photos through EnrollStream and records every response it got (an acknowledged
 face); after a few acknowledgements the server is killed with SIGKILL while the next images are in
 flight. After a restart on the same file:
 - every acknowledged face is in the store under the acknowledged identity, and in the index;
 - no identity is half-written (an identity row without faces, a face without its identity);
-- the index equals the store (count and checksum, recomputed here from the SQLite file), also through
+- the index equals the store (count and checksum, recomputed here from the database), also through
   Admin.CheckIndex, and an acknowledged photo identifies as its person.
 """
 
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 from conftest import FACES_DIR, MODELS_DIR
 from faceid.indexer.store import id_checksum
 from faceid.v1 import admin_pb2, admin_pb2_grpc
@@ -43,14 +46,14 @@ def _server_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "faceid.server.cli"]
 
 
-def _start(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _start(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "FACEID_MODEL_DIR": str(MODELS_DIR),
         "FACEID_STYLE__ENABLED": "false",
         "FACEID_SCHEDULER__TORCH_THREADS": "1",  # the machine is shared; one core is plenty here
     }
-    args = [*_server_command(), "--listen", f"127.0.0.1:{port}", "--database", f"sqlite:///{db}", "--no-fetch",
+    args = [*_server_command(), "--listen", f"127.0.0.1:{port}", "--database", url, "--no-fetch",
             "--workers", "4", "--grace", "1"]
     with log.open("ab") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -81,19 +84,29 @@ def _photos() -> list[tuple[str, Path]]:
     return out
 
 
-def _rows(db: Path) -> tuple[dict[int, str], dict[int, int | None], str]:
-    """identities (id -> name), faces (id -> identity id), integrity check, read from the file itself."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        identities = dict(conn.execute("SELECT id, name FROM identities"))
-        faces = dict(conn.execute("SELECT id, identity_id FROM faces WHERE model_id = ?", (MODEL,)))
-        integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+def _rows(url: str) -> tuple[dict[int, str], dict[int, int | None], str]:
+    """identities (id -> name), faces (id -> identity id), integrity check, read over a connection of our own
+    (SQLite: the file itself, read-only)."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(f"file:{url.removeprefix('sqlite:///')}?mode=ro", uri=True) as conn:
+            integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    else:
+        integrity = "ok"  # a PostgreSQL server checks its own pages (and was never killed here)
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            identities = {int(i): n for i, n in conn.execute(text("SELECT id, name FROM identities"))}
+            faces = {int(i): o for i, o in conn.execute(text("SELECT id, identity_id FROM faces WHERE model_id = :m"),
+                                                          {"m": MODEL})}
+    finally:
+        engine.dispose()
     return identities, faces, integrity
 
 
 @pytest.fixture
-def server_files(tmp_path: Path) -> Iterator[tuple[Path, Path, list[subprocess.Popen[bytes]]]]:
+def server_files(tmp_path: Path, database_url: str) -> Iterator[tuple[str, Path, list[subprocess.Popen[bytes]]]]:
     started: list[subprocess.Popen[bytes]] = []
-    yield tmp_path / "faceid.db", tmp_path / "server.log", started
+    yield database_url, tmp_path / "server.log", started
     for process in started:  # never leave a server behind, whatever failed
         if process.poll() is None:
             process.kill()
@@ -131,7 +144,7 @@ def test_sigkill_during_bulk_enrolment_loses_nothing_acknowledged(server_files) 
     assert first.returncode == -signal.SIGKILL
     channel.close()
 
-    # Straight from the file, before any server touches it again.
+    # Straight from the database, before any server touches it again.
     identities, faces, integrity = _rows(db)
     assert integrity == "ok"
     for ref, (name, face_ids) in acknowledged.items():
@@ -142,7 +155,7 @@ def test_sigkill_during_bulk_enrolment_loses_nothing_acknowledged(server_files) 
     assert set(identities) <= {i for i in faces.values() if i is not None}, "an identity without faces"
     assert {i for i in faces.values() if i is not None} <= set(identities), "a face of a missing identity"
 
-    # Restart on the same file: the index is rebuilt from the store and equals it.
+    # Restart on the same database: the index is rebuilt from the store and equals it.
     second = _start(db, port, log)
     started.append(second)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -61,14 +60,17 @@ def test_delete_leaves_no_trace_of_the_person_in_the_database_files(tmp_path: Pa
         assert not any(erased_name in (a.subject + repr(a.details)) for a in audit)
 
 
-def test_migration_0002_rewrites_names_out_of_older_audit_rows(tmp_path: Path) -> None:
-    """A gallery written by 0001-era code (names in audit subjects and details) loses those names on upgrade."""
+def test_migration_0002_rewrites_names_out_of_older_audit_rows(database_url: str) -> None:
+    """A gallery written by 0001-era code (names in audit subjects and details) loses those names on upgrade.
+    On SQLite and on PostgreSQL (conftest.py `database_url`)."""
     from faceid.indexer.store import upgrade_database
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
 
-    db = tmp_path / "old.db"
-    url = f"sqlite:///{db}"
+    url = database_url
     assert upgrade_database(url, "0001") == "0001"
-    with sqlite3.connect(db) as conn:
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as conn:
         rows = [
             ("identity.enroll", "Ada Lovelace", '{"identity_id": 1, "identity_created": true}'),
             ("identity.rename", "Ada L.", '{"identity_id": 1, "old_name": "Ada Lovelace"}'),
@@ -76,13 +78,15 @@ def test_migration_0002_rewrites_names_out_of_older_audit_rows(tmp_path: Path) -
             ("faces.add", "(unlabeled)", '{"identity_id": null, "faces": {}}'),
             ("calibration.set", "facenet", '{"threshold": 1.1}'),
         ]
-        conn.executemany(
-            "INSERT INTO audit_log (at, actor, action, subject, details) VALUES ('2026-01-01 00:00:00', 'system', ?, ?, ?)",
-            rows,
+        conn.execute(
+            text("INSERT INTO audit_log (at, actor, action, subject, details) "
+                 "VALUES ('2026-01-01 00:00:00+00', 'system', :a, :s, :d)"),
+            [{"a": a, "s": s, "d": d} for a, s, d in rows],
         )
-    assert upgrade_database(url) == "0002"
-    with sqlite3.connect(db) as conn:
-        got = conn.execute("SELECT action, subject, details FROM audit_log ORDER BY id").fetchall()
+    assert upgrade_database(url, "0002") == "0002"
+    with engine.connect() as conn:
+        got = [tuple(r) for r in conn.execute(text("SELECT action, subject, details FROM audit_log ORDER BY id"))]
+    engine.dispose()
     assert [(a, s) for a, s, _ in got] == [
         ("identity.enroll", "identity:1"),
         ("identity.rename", "identity:1"),

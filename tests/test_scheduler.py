@@ -89,3 +89,28 @@ def test_hold_is_reentrant_on_one_thread() -> None:
     sched = AcceleratorScheduler()
     with sched.hold(Priority.BULK):
         assert sched.run(lambda: 42) == 42
+
+
+def test_first_come_first_served_within_a_priority() -> None:
+    sched = AcceleratorScheduler()
+    order: list[str] = []
+    release = threading.Event()
+    holder = threading.Thread(target=sched.run, args=(release.wait,))
+    holder.start()
+    deadline = time.monotonic() + 10
+    while not sched.stats().runs["INTERACTIVE"]:  # the holder has the accelerator
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    waiters = []
+    for i, priority in enumerate([Priority.BULK, Priority.INTERACTIVE, Priority.BULK, Priority.INTERACTIVE,
+                                  Priority.INTERACTIVE, Priority.BULK]):
+        name = f"{priority.name.lower()}-{i}"
+        waiters.append(threading.Thread(target=sched.run, args=(order.append, name), kwargs={"priority": priority}))
+        waiters[-1].start()
+        while sched.waiting() < i + 1:  # queued before the next one arrives
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+    release.set()
+    for t in (holder, *waiters):
+        t.join(10)
+    assert order == ["interactive-1", "interactive-3", "interactive-4", "bulk-0", "bulk-2", "bulk-5"]

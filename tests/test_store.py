@@ -1,4 +1,9 @@
-"""The gallery store on real SQLite files: schema = migrations, units of work, idempotence, erasure, paging."""
+"""The gallery store on real databases: schema = migrations, units of work, idempotence, erasure, paging.
+
+Every test that takes `database_url` runs twice: on a temp SQLite file and on a fresh database of a real
+PostgreSQL server (conftest.py, tests/postgres_server.py). Races that only PostgreSQL sees (several servers
+writing at once) are in test_store_postgres.py.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.pool import NullPool
 
 from faceid.indexer.errors import (
     AlreadyExists,
@@ -74,46 +80,82 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path):
-    with create_store(url_of(db_path)) as s:
+def store(database_url: str):
+    with create_store(database_url) as s:
         yield s
 
 
-def raw_count(db_path: Path, table: str) -> int:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+def raw_count(url: str, table: str) -> int:
+    """Rows of a table, counted over a connection of its own (not the store's code or pool)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+    finally:
+        engine.dispose()
 
 
 # ------------------------------------------------------------------ schema and connection settings
-def test_fresh_database_upgraded_to_head_has_exactly_the_models_tables(db_path: Path) -> None:
-    assert upgrade_database(url_of(db_path)) == head_revision()
-    engine = create_database_engine(url_of(db_path))
+def test_fresh_database_upgraded_to_head_has_exactly_the_models_tables(database_url: str) -> None:
+    assert upgrade_database(database_url) == head_revision()
+    engine = create_database_engine(database_url)
     try:
         with engine.connect() as conn:
             diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
             assert diffs == []
             tables = set(inspect(conn).get_table_names())
             assert tables - {"alembic_version", "sqlite_sequence"} == set(Base.metadata.tables)
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+            if engine.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+                assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+            else:
+                # Face ids are int64 on both (FAISS and proto ids): BIGINT identity columns here.
+                columns = {c["name"]: c for c in inspect(conn).get_columns("faces")}
+                assert str(columns["id"]["type"]) == "BIGINT" and str(columns["identity_id"]["type"]) == "BIGINT"
+                assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
     finally:
         engine.dispose()
     # Upgrading again is a no-op at head.
-    assert upgrade_database(url_of(db_path)) == head_revision()
+    assert upgrade_database(database_url) == head_revision()
 
 
-def test_unmigrated_database_is_refused_unless_migrations_run(db_path: Path) -> None:
+def test_migrations_go_down_to_nothing_and_up_again(database_url: str) -> None:
+    """Every migration's downgrade and upgrade run on this dialect, and data written at head survives none
+    of the way down but the schema comes back identical."""
+    from alembic import command
+
+    from faceid.indexer.store.database import alembic_config
+
+    assert upgrade_database(database_url, "0001") == "0001"
+    assert upgrade_database(database_url) == head_revision()
+    engine = create_database_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "base")
+        with engine.connect() as conn:
+            assert set(inspect(conn).get_table_names()) - {"alembic_version", "sqlite_sequence"} == set()
+        assert current_revision(engine) is None
+        assert upgrade_database(engine) == head_revision()
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_unmigrated_database_is_refused_unless_migrations_run(database_url: str) -> None:
     with pytest.raises(FailedPrecondition, match="schema is at revision none"):
-        create_store(url_of(db_path), migrate=False)
-    with create_store(url_of(db_path)) as s:
+        create_store(database_url, migrate=False)
+    with create_store(database_url) as s:
         assert s.count_identities() == 0
-    with create_store(url_of(db_path), migrate=False) as s:  # now at head: accepted
-        engine = create_database_engine(url_of(db_path))
+    with create_store(database_url, migrate=False) as s:  # now at head: accepted
+        engine = create_database_engine(database_url)
         assert current_revision(engine) == head_revision()
         engine.dispose()
-        assert s.url == url_of(db_path)
+        assert s.url == database_url
 
 
 # ------------------------------------------------------------------ enrolment, reads
@@ -157,7 +199,7 @@ def test_enroll_then_read_back_everything(store: GalleryStore) -> None:
     assert audit[0].actor == "key:ops" and audit[0].details["faces"]["created"] == stored.new_face_ids
 
 
-def test_same_image_and_face_is_stored_once(store: GalleryStore, db_path: Path) -> None:
+def test_same_image_and_face_is_stored_once(store: GalleryStore, database_url: str) -> None:
     first = store.enroll(name="bob", faces=[new_face(1, "photo")])
     # Same photo, same face, boxes that round to the same pixels (a re-detection): the existing row.
     again = store.enroll(name="bob", faces=[new_face(1, "photo", box=(10.3, 11.8, 59.6, 80.4))])
@@ -171,10 +213,10 @@ def test_same_image_and_face_is_stored_once(store: GalleryStore, db_path: Path) 
     other_box = store.add_faces(identity_id=None, faces=[new_face(8, "group", box=(100.0, 10.0, 150.0, 70.0))])
     other_model = store.add_faces(identity_id=None, faces=[new_face(7, "group", model="other", dim=8)])
     assert other_box[0].created and other_model[0].created
-    assert raw_count(db_path, "faces") == 4
+    assert raw_count(database_url, "faces") == 4
 
 
-def test_labeling_and_conflicts_of_already_stored_faces(store: GalleryStore, db_path: Path) -> None:
+def test_labeling_and_conflicts_of_already_stored_faces(store: GalleryStore, database_url: str) -> None:
     unlabeled = store.add_faces(identity_id=None, faces=[new_face(1), new_face(2)])
     assert all(a.created and a.identity_id is None for a in unlabeled)
     assert store.count_faces(MODEL, labeled=False) == 2
@@ -184,11 +226,11 @@ def test_labeling_and_conflicts_of_already_stored_faces(store: GalleryStore, db_
     assert carol.identity is not None and carol.identity.face_count == 1
 
     # The same face claimed for somebody else is left alone, and a new identity without faces is not created.
-    before = raw_count(db_path, "identities"), raw_count(db_path, "audit_log")
+    before = raw_count(database_url, "identities"), raw_count(database_url, "audit_log")
     dave = store.enroll(name="dave", faces=[new_face(1)], metadata={"x": "y"})
     assert dave.identity is None and not dave.created
     assert dave.faces[0].status is AddStatus.CONFLICT and dave.faces[0].identity_id == carol.identity.id
-    assert (raw_count(db_path, "identities"), raw_count(db_path, "audit_log")) == before
+    assert (raw_count(database_url, "identities"), raw_count(database_url, "audit_log")) == before
     # An existing identity whose faces all conflict keeps its metadata unchanged.
     store.enroll(name="erin", faces=[new_face(5)])
     erin = store.enroll(name="erin", faces=[new_face(1)], metadata={"changed": "yes"})
@@ -199,9 +241,9 @@ def test_labeling_and_conflicts_of_already_stored_faces(store: GalleryStore, db_
         store.get_identity(name="frank")
 
 
-def test_enrolment_failing_midway_leaves_nothing_behind(store: GalleryStore, db_path: Path) -> None:
+def test_enrolment_failing_midway_leaves_nothing_behind(store: GalleryStore, database_url: str) -> None:
     store.enroll(name="existing", faces=[new_face(100)])
-    snapshot = {t: raw_count(db_path, t) for t in ("identities", "faces", "thumbnails", "audit_log")}
+    snapshot = {t: raw_count(database_url, t) for t in ("identities", "faces", "thumbnails", "audit_log")}
 
     def fail_at_thumbnails(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
         # A fault after the identity and its faces were inserted, before the transaction could commit.
@@ -214,7 +256,7 @@ def test_enrolment_failing_midway_leaves_nothing_behind(store: GalleryStore, db_
             store.enroll(name="half", faces=[new_face(1), new_face(2), new_face(3)], metadata={"a": "b"})
     finally:
         event.remove(Engine, "before_cursor_execute", fail_at_thumbnails)
-    assert {t: raw_count(db_path, t) for t in snapshot} == snapshot
+    assert {t: raw_count(database_url, t) for t in snapshot} == snapshot
     with pytest.raises(UnknownIdentity):
         store.get_identity(name="half")
     # The store is still usable, and the same enrolment now succeeds whole.
@@ -223,9 +265,9 @@ def test_enrolment_failing_midway_leaves_nothing_behind(store: GalleryStore, db_
 
 
 @pytest.mark.slow
-def test_acknowledged_enrolments_survive_sigkill(tmp_path: Path) -> None:
+def test_acknowledged_enrolments_survive_sigkill(database_url: str) -> None:
     """A writer process killed mid-stream: every enrolment it reported committed is there, whole."""
-    url = url_of(tmp_path / "crash.db")
+    url = database_url
     create_store(url).close()
     script = f"""
 import hashlib, sys, numpy as np
@@ -259,16 +301,17 @@ for i in range(100000):
         listing = s.list_identities(page_size=1000)
         assert {r.face_count for r in listing.identities} == {3}
         assert s.count_faces(MODEL) == 3 * listing.total_count
-    with sqlite3.connect(tmp_path / "crash.db") as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 # ------------------------------------------------------------------ deletion, naming
-def test_delete_identity_erases_faces_and_thumbnails(store: GalleryStore, db_path: Path) -> None:
+def test_delete_identity_erases_faces_and_thumbnails(store: GalleryStore, database_url: str) -> None:
     gone = store.enroll(name="gone", faces=[new_face(1), new_face(2), new_face(3, model="m2", dim=8)])
     kept = store.enroll(name="kept", faces=[new_face(4)])
     loose = store.add_faces(identity_id=None, faces=[new_face(5)])
-    assert raw_count(db_path, "thumbnails") == 5
+    assert raw_count(database_url, "thumbnails") == 5
 
     deleted = store.delete_identity(name="gone", actor="key:admin")
     assert deleted.identity.name == "gone" and deleted.identity.face_count == 3
@@ -277,7 +320,7 @@ def test_delete_identity_erases_faces_and_thumbnails(store: GalleryStore, db_pat
     with pytest.raises(UnknownIdentity):
         store.get_identity(name="gone")
     assert store.get_faces(gone.new_face_ids) == {} and store.get_thumbnails(gone.new_face_ids) == {}
-    assert raw_count(db_path, "faces") == 2 and raw_count(db_path, "thumbnails") == 2
+    assert raw_count(database_url, "faces") == 2 and raw_count(database_url, "thumbnails") == 2
     assert kept.identity is not None and store.get_identity(name="kept").face_count == 1
     assert store.face_identity_map([loose[0].face_id]) == {loose[0].face_id: None}
     assert store.list_audit()[-1].action == "identity.delete"
@@ -288,16 +331,16 @@ def test_delete_identity_erases_faces_and_thumbnails(store: GalleryStore, db_pat
     assert fresh[0].face_id > max(loose[0].face_id, *gone.new_face_ids)
 
 
-def test_database_cascade_alone_erases_faces_and_thumbnails(store: GalleryStore, db_path: Path) -> None:
+def test_database_cascade_alone_erases_faces_and_thumbnails(store: GalleryStore, database_url: str) -> None:
     stored = store.enroll(name="x", faces=[new_face(1), new_face(2)])
     assert stored.identity is not None
-    engine = create_database_engine(url_of(db_path))
+    engine = create_database_engine(database_url)
     try:
         with engine.begin() as conn:
-            conn.exec_driver_sql("DELETE FROM identities WHERE id = ?", (stored.identity.id,))
+            conn.execute(text("DELETE FROM identities WHERE id = :id"), {"id": stored.identity.id})
     finally:
         engine.dispose()
-    assert raw_count(db_path, "faces") == 0 and raw_count(db_path, "thumbnails") == 0
+    assert raw_count(database_url, "faces") == 0 and raw_count(database_url, "thumbnails") == 0
 
 
 def test_rename_merge_and_assign(store: GalleryStore) -> None:
@@ -338,7 +381,7 @@ def test_rename_merge_and_assign(store: GalleryStore) -> None:
     assert b.identity is not None
 
 
-def test_bad_arguments_are_refused_before_anything_is_written(store: GalleryStore, db_path: Path) -> None:
+def test_bad_arguments_are_refused_before_anything_is_written(store: GalleryStore, database_url: str) -> None:
     with pytest.raises(InvalidRequest, match="L2-normalised"):
         NewFace(MODEL, unit(1) * 3, sha("x"), (0.0, 0.0, 5.0, 5.0), 0.9)
     with pytest.raises(InvalidRequest, match="float32"):
@@ -359,7 +402,7 @@ def test_bad_arguments_are_refused_before_anything_is_written(store: GalleryStor
         store.add_faces(identity_id=424242, faces=[new_face(1)])
     with pytest.raises(InvalidRequest):
         store.set_calibration(model_id=MODEL, threshold=2.5, source="test")
-    assert raw_count(db_path, "identities") == raw_count(db_path, "faces") == raw_count(db_path, "audit_log") == 0
+    assert raw_count(database_url, "identities") == raw_count(database_url, "faces") == raw_count(database_url, "audit_log") == 0
 
 
 # ------------------------------------------------------------------ listing
@@ -441,10 +484,11 @@ def test_calibration_and_audit(store: GalleryStore) -> None:
 
 
 # ------------------------------------------------------------------ concurrency
-def test_concurrent_writers_in_threads_and_in_a_second_connection_pool(db_path: Path) -> None:
-    """One store's threads share its writer lock; a second store on the same file is like another process:
-    SQLite's own lock (BEGIN IMMEDIATE + busy_timeout) orders them. Nothing fails, nothing is lost."""
-    store_a, store_b = create_store(url_of(db_path)), create_store(url_of(db_path))
+def test_concurrent_writers_in_threads_and_in_a_second_connection_pool(database_url: str) -> None:
+    """One store's threads share its writer lock; a second store on the same database is like another
+    process: SQLite's own lock (BEGIN IMMEDIATE + busy_timeout) or PostgreSQL's row locks order them.
+    Nothing fails, nothing is lost."""
+    store_a, store_b = create_store(database_url), create_store(database_url)
     errors: list[BaseException] = []
 
     def writer(store: GalleryStore, tag: str) -> None:

@@ -8,10 +8,7 @@ answer UNAVAILABLE here, which also proves the call crossed the handshake and re
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -24,51 +21,18 @@ from faceid.v1 import admin_pb2, admin_pb2_grpc
 from faceid.v1 import faceid_pb2 as pb
 from faceid.v1 import faceid_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pki import HAVE_OPENSSL, Pki, make_pki
 from pydantic import ValidationError
 from server_harness import server_settings
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make test certificates")
+pytestmark = pytest.mark.skipif(not HAVE_OPENSSL, reason="needs the openssl command to make test certificates")
 C = grpc.StatusCode
 NO_ENGINE = "no-such-model-tls-test"  # fails to load at once: see the module docstring
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _ca(folder: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=folder)
-
-
-def _signed(folder: Path, name: str, ca: str, extensions: str) -> None:
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
-    (folder / f"{name}.ext").write_text(extensions)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-             "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder)
-
-
-@dataclass(frozen=True)
-class Pki:
-    folder: Path
-
-    def read(self, name: str) -> bytes:
-        return (self.folder / name).read_bytes()
-
-    def path(self, name: str) -> Path:
-        return self.folder / name
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    folder = tmp_path_factory.mktemp("pki")
-    _ca(folder, "ca")
-    _ca(folder, "rogue-ca")
-    _signed(folder, "server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    _signed(folder, "client", "ca", "extendedKeyUsage=clientAuth\n")
-    _signed(folder, "rogue-client", "rogue-ca", "extendedKeyUsage=clientAuth\n")
-    return Pki(folder)
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

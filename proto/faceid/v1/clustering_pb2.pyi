@@ -23,6 +23,7 @@ class ClusterStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CLUSTER_STAGE_SCORING: _ClassVar[ClusterStage]
     CLUSTER_STAGE_PROJECTING: _ClassVar[ClusterStage]
     CLUSTER_STAGE_NAMING: _ClassVar[ClusterStage]
+    CLUSTER_STAGE_THUMBNAILS: _ClassVar[ClusterStage]
 CLUSTER_SCOPE_UNSPECIFIED: ClusterScope
 CLUSTER_SCOPE_ALL: ClusterScope
 CLUSTER_SCOPE_UNLABELED: ClusterScope
@@ -34,6 +35,7 @@ CLUSTER_STAGE_CHOOSING_K: ClusterStage
 CLUSTER_STAGE_SCORING: ClusterStage
 CLUSTER_STAGE_PROJECTING: ClusterStage
 CLUSTER_STAGE_NAMING: ClusterStage
+CLUSTER_STAGE_THUMBNAILS: ClusterStage
 
 class KRange(_message.Message):
     __slots__ = ("min_k", "max_k")
@@ -148,7 +150,7 @@ class KScore(_message.Message):
     def __init__(self, k: _Optional[int] = ..., silhouette: _Optional[float] = ...) -> None: ...
 
 class ClusterResult(_message.Message):
-    __slots__ = ("model", "k", "seed", "niter", "scope", "threshold", "faces", "clusters", "metrics", "k_scores", "outlier_rule", "seconds", "device")
+    __slots__ = ("model", "k", "seed", "niter", "scope", "threshold", "faces", "clusters", "metrics", "k_scores", "outlier_rule", "seconds", "device", "run_id")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +164,7 @@ class ClusterResult(_message.Message):
     OUTLIER_RULE_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
     k: int
     seed: int
@@ -175,7 +178,8 @@ class ClusterResult(_message.Message):
     outlier_rule: str
     seconds: float
     device: str
-    def __init__(self, model: _Optional[str] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ..., niter: _Optional[int] = ..., scope: _Optional[_Union[ClusterScope, str]] = ..., threshold: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[ClusterFace, _Mapping]]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSummary, _Mapping]]] = ..., metrics: _Optional[_Union[ClusterMetrics, _Mapping]] = ..., k_scores: _Optional[_Iterable[_Union[KScore, _Mapping]]] = ..., outlier_rule: _Optional[str] = ..., seconds: _Optional[float] = ..., device: _Optional[str] = ...) -> None: ...
+    run_id: str
+    def __init__(self, model: _Optional[str] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ..., niter: _Optional[int] = ..., scope: _Optional[_Union[ClusterScope, str]] = ..., threshold: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[ClusterFace, _Mapping]]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSummary, _Mapping]]] = ..., metrics: _Optional[_Union[ClusterMetrics, _Mapping]] = ..., k_scores: _Optional[_Iterable[_Union[KScore, _Mapping]]] = ..., outlier_rule: _Optional[str] = ..., seconds: _Optional[float] = ..., device: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class ClusterEvent(_message.Message):
     __slots__ = ("progress", "thumbnails", "result")
@@ -186,3 +190,65 @@ class ClusterEvent(_message.Message):
     thumbnails: FaceThumbnails
     result: ClusterResult
     def __init__(self, progress: _Optional[_Union[ClusterProgress, _Mapping]] = ..., thumbnails: _Optional[_Union[FaceThumbnails, _Mapping]] = ..., result: _Optional[_Union[ClusterResult, _Mapping]] = ...) -> None: ...
+
+class ClusterRef(_message.Message):
+    __slots__ = ("run_id", "cluster")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    cluster: int
+    def __init__(self, run_id: _Optional[str] = ..., cluster: _Optional[int] = ...) -> None: ...
+
+class FaceIdList(_message.Message):
+    __slots__ = ("face_ids",)
+    FACE_IDS_FIELD_NUMBER: _ClassVar[int]
+    face_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, face_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class NameFacesRequest(_message.Message):
+    __slots__ = ("name", "faces", "cluster", "unlabeled_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    UNLABELED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    faces: FaceIdList
+    cluster: ClusterRef
+    unlabeled_only: bool
+    def __init__(self, name: _Optional[str] = ..., faces: _Optional[_Union[FaceIdList, _Mapping]] = ..., cluster: _Optional[_Union[ClusterRef, _Mapping]] = ..., unlabeled_only: _Optional[bool] = ...) -> None: ...
+
+class NameFacesResponse(_message.Message):
+    __slots__ = ("identity", "identity_id", "created", "face_ids", "face_count")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    FACE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FACE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    identity_id: int
+    created: bool
+    face_ids: _containers.RepeatedScalarFieldContainer[int]
+    face_count: int
+    def __init__(self, identity: _Optional[str] = ..., identity_id: _Optional[int] = ..., created: _Optional[bool] = ..., face_ids: _Optional[_Iterable[int]] = ..., face_count: _Optional[int] = ...) -> None: ...
+
+class MergeIdentitiesRequest(_message.Message):
+    __slots__ = ("source", "target")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    target: str
+    def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+
+class MergeIdentitiesResponse(_message.Message):
+    __slots__ = ("identity", "identity_id", "moved_face_ids", "removed_identity_id", "face_count")
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FACE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_IDENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    FACE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    identity: str
+    identity_id: int
+    moved_face_ids: _containers.RepeatedScalarFieldContainer[int]
+    removed_identity_id: int
+    face_count: int
+    def __init__(self, identity: _Optional[str] = ..., identity_id: _Optional[int] = ..., moved_face_ids: _Optional[_Iterable[int]] = ..., removed_identity_id: _Optional[int] = ..., face_count: _Optional[int] = ...) -> None: ...

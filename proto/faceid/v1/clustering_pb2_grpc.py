@@ -39,6 +39,16 @@ class ClusteringStub:
                 request_serializer=faceid_dot_v1_dot_clustering__pb2.ClusterRequest.SerializeToString,
                 response_deserializer=faceid_dot_v1_dot_clustering__pb2.ClusterEvent.FromString,
                 _registered_method=True)
+        self.NameFaces = channel.unary_unary(
+                '/faceid.v1.Clustering/NameFaces',
+                request_serializer=faceid_dot_v1_dot_clustering__pb2.NameFacesRequest.SerializeToString,
+                response_deserializer=faceid_dot_v1_dot_clustering__pb2.NameFacesResponse.FromString,
+                _registered_method=True)
+        self.MergeIdentities = channel.unary_unary(
+                '/faceid.v1.Clustering/MergeIdentities',
+                request_serializer=faceid_dot_v1_dot_clustering__pb2.MergeIdentitiesRequest.SerializeToString,
+                response_deserializer=faceid_dot_v1_dot_clustering__pb2.MergeIdentitiesResponse.FromString,
+                _registered_method=True)
 
 
 class ClusteringServicer:
@@ -46,8 +56,25 @@ class ClusteringServicer:
 
     def Cluster(self, request, context):
         """Clusters the faces in scope. Server-streaming: `progress` events while the job runs, then, when
-        include_thumbnails is set, `thumbnails` events (batches of stored face thumbnails, so that no single
-        message grows with the gallery), and finally exactly one `result`, after which the stream ends.
+        include_thumbnails is set, `thumbnails` events (batches of at most ~1 MiB of stored face thumbnails,
+        so that no single message grows with the gallery, between progress events of stage THUMBNAILS), and
+        finally exactly one `result`, after which the stream ends. The run is remembered for NameFaces.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def NameFaces(self, request, context):
+        """Gives faces an identity (created if new): listed faces (e.g. unlabeled ones from a bulk index), or
+        every face of one cluster of a remembered run. Faces already labeled move to the new identity unless
+        `unlabeled_only` is set. Embeddings and the index are unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MergeIdentities(self, request, context):
+        """Moves every face of `source` to `target` and deletes `source` (target's metadata wins on conflicts).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +87,16 @@ def add_ClusteringServicer_to_server(servicer, server):
                     servicer.Cluster,
                     request_deserializer=faceid_dot_v1_dot_clustering__pb2.ClusterRequest.FromString,
                     response_serializer=faceid_dot_v1_dot_clustering__pb2.ClusterEvent.SerializeToString,
+            ),
+            'NameFaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.NameFaces,
+                    request_deserializer=faceid_dot_v1_dot_clustering__pb2.NameFacesRequest.FromString,
+                    response_serializer=faceid_dot_v1_dot_clustering__pb2.NameFacesResponse.SerializeToString,
+            ),
+            'MergeIdentities': grpc.unary_unary_rpc_method_handler(
+                    servicer.MergeIdentities,
+                    request_deserializer=faceid_dot_v1_dot_clustering__pb2.MergeIdentitiesRequest.FromString,
+                    response_serializer=faceid_dot_v1_dot_clustering__pb2.MergeIdentitiesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +126,60 @@ class Clustering:
             '/faceid.v1.Clustering/Cluster',
             faceid_dot_v1_dot_clustering__pb2.ClusterRequest.SerializeToString,
             faceid_dot_v1_dot_clustering__pb2.ClusterEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def NameFaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceid.v1.Clustering/NameFaces',
+            faceid_dot_v1_dot_clustering__pb2.NameFacesRequest.SerializeToString,
+            faceid_dot_v1_dot_clustering__pb2.NameFacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MergeIdentities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceid.v1.Clustering/MergeIdentities',
+            faceid_dot_v1_dot_clustering__pb2.MergeIdentitiesRequest.SerializeToString,
+            faceid_dot_v1_dot_clustering__pb2.MergeIdentitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -189,7 +189,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, image_a: _Optional[bytes] = ..., image_b: _Optional[bytes] = ..., identity: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("match", "distance", "similarity", "threshold", "model", "face_a", "face_b", "matched_face_id", "identity", "faces_in_image_a", "faces_in_image_b", "probability")
+    __slots__ = ("match", "distance", "similarity", "threshold", "model", "face_a", "face_b", "matched_face_id", "identity", "faces_in_image_a", "faces_in_image_b", "probability", "decided_by")
     MATCH_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +202,7 @@ class VerifyResponse(_message.Message):
     FACES_IN_IMAGE_A_FIELD_NUMBER: _ClassVar[int]
     FACES_IN_IMAGE_B_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
     match: bool
     distance: float
     similarity: float
@@ -214,7 +215,8 @@ class VerifyResponse(_message.Message):
     faces_in_image_a: int
     faces_in_image_b: int
     probability: float
-    def __init__(self, match: _Optional[bool] = ..., distance: _Optional[float] = ..., similarity: _Optional[float] = ..., threshold: _Optional[float] = ..., model: _Optional[str] = ..., face_a: _Optional[_Union[DetectedFace, _Mapping]] = ..., face_b: _Optional[_Union[DetectedFace, _Mapping]] = ..., matched_face_id: _Optional[int] = ..., identity: _Optional[str] = ..., faces_in_image_a: _Optional[int] = ..., faces_in_image_b: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
+    decided_by: str
+    def __init__(self, match: _Optional[bool] = ..., distance: _Optional[float] = ..., similarity: _Optional[float] = ..., threshold: _Optional[float] = ..., model: _Optional[str] = ..., face_a: _Optional[_Union[DetectedFace, _Mapping]] = ..., face_b: _Optional[_Union[DetectedFace, _Mapping]] = ..., matched_face_id: _Optional[int] = ..., identity: _Optional[str] = ..., faces_in_image_a: _Optional[int] = ..., faces_in_image_b: _Optional[int] = ..., probability: _Optional[float] = ..., decided_by: _Optional[str] = ...) -> None: ...
 
 class IdentifyRequest(_message.Message):
     __slots__ = ("image", "top_k", "threshold")

@@ -98,7 +98,11 @@ class FaceIdServicer:
         """Bulk enrolment: one request per image, one response per request, in the same order. Each image is
         committed before its response is sent (an acknowledged face is never lost). A request with an empty
         `identity` stores the image's faces unlabeled (for clustering and later naming). Per-image problems
-        are reported in the response, they do not end the stream.
+        are reported in the response, they do not end the stream. The server works on several requests of a
+        stream at once (answers still come in order); a client may send ahead of the answers. A photo whose
+        faces are already on record for that identity (or unlabeled, for an unlabeled request) is answered
+        DUPLICATE at once, by the sha256 of its bytes, without being analysed again: re-running an
+        interrupted bulk enrolment adds nothing for what was stored. `faces` then lists the stored faces.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

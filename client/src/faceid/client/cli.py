@@ -1,7 +1,8 @@
 """`faceid`: enrol, verify, identify and manage identities on a faceid server from the shell.
 
-Every command takes --server HOST:PORT (env FACEID_SERVER, default 127.0.0.1:50051) and --json
-(machine-readable output on stdout; errors too, as {"error": {"code", "message"}}).
+Every command takes --server HOST:PORT (env FACEID_SERVER, default 127.0.0.1:50051), --api-key (env
+FACEID_API_KEY), --tls-ca / --tls-cert / --tls-key (env FACEID_TLS_CA, _CERT, _KEY; see connection.py) and
+--json (machine-readable output on stdout; errors too, as {"error": {"code", "message"}}).
 
 Exit codes:
   0  the call succeeded (for `verify`, whether or not the faces match: read `match`)
@@ -22,8 +23,12 @@ from typing import Annotated, Any
 
 import typer
 from faceid.client.stylize_cmd import stylize
+from faceid.client.accuracy_cmd import register_accuracy_commands
+from faceid.client.cluster_cmd import register as register_clustering
+from faceid.client.index_cmd import register as register_index
 from faceid.client import types as t
-from faceid.client.client import DEFAULT_SERVER, SERVER_ENV, FaceIdClient
+from faceid.client.client import DEFAULT_SERVER, FaceIdClient
+from faceid.client.connection import ApiKeyOpt, Connection, ServerOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt, connect
 from faceid.client.errors import FaceIdError
 from rich.console import Console
 from rich.table import Table
@@ -41,9 +46,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-Server = Annotated[
-    str, typer.Option("--server", "-s", envvar=SERVER_ENV, help="faceid server HOST:PORT", show_default=True)
-]
+Server = ServerOpt
 Json = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 Timeout = Annotated[float, typer.Option(help="seconds to wait for the answer")]
 Wait = Annotated[float, typer.Option(help="seconds to wait for a starting server to be ready (0 = no wait)")]
@@ -59,10 +62,10 @@ def _print_json(data: Any) -> None:
 
 
 @contextmanager
-def _session(server: str, as_json: bool, timeout: float, wait: float = 0.0) -> Iterator[FaceIdClient]:
+def _session(conn: Connection, as_json: bool, timeout: float, wait: float = 0.0) -> Iterator[FaceIdClient]:
     """A client for one command; failures become a message (or JSON) and the documented exit code."""
     try:
-        with FaceIdClient(server, timeout=timeout) as client:
+        with conn.client(timeout=timeout) as client:
             if wait > 0:
                 client.wait_ready(wait)
             yield client
@@ -102,6 +105,10 @@ def enroll(
     meta: Annotated[list[str], typer.Option("--meta", help="KEY=VALUE stored with the identity")] = [],  # noqa: B006
     largest: Annotated[bool, typer.Option(help="store the largest face of group photos instead of refusing them")] = False,
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     as_json: Json = False,
     timeout: Timeout = 300.0,
     wait: Wait = 0.0,
@@ -109,7 +116,7 @@ def enroll(
     """Add photos of NAME (created on first use)."""
     policy = t.MultiFacePolicy.LARGEST if largest else t.MultiFacePolicy.REJECT
     metadata = _parse_metadata(meta)
-    with _session(server, as_json, timeout, wait) as client:
+    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.enroll(name, *images, metadata=metadata, policy=policy)
     if as_json:
         _print_json(result.to_dict())
@@ -136,6 +143,10 @@ def verify(
     identity: Annotated[str | None, typer.Option("--identity", "-i", help="compare with an enrolled identity")] = None,
     threshold: Annotated[float | None, typer.Option(help="distance threshold in (0, 2]; default: the server's")] = None,
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     as_json: Json = False,
     timeout: Timeout = 60.0,
     wait: Wait = 0.0,
@@ -143,7 +154,7 @@ def verify(
     """Is the face in IMAGE_A the same person as in IMAGE_B (or as --identity NAME)?"""
     if (image_b is None) == (identity is None):
         raise typer.BadParameter("give a second photo IMAGE_B or --identity NAME (one of them)")
-    with _session(server, as_json, timeout, wait) as client:
+    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.verify(image_a, image_b, identity=identity, threshold=threshold)
     if as_json:
         _print_json(result.to_dict())
@@ -163,12 +174,16 @@ def identify(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="candidates per face (0 = server default)")] = 0,
     threshold: Annotated[float | None, typer.Option(help="distance threshold in (0, 2]; default: the server's")] = None,
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     as_json: Json = False,
     timeout: Timeout = 60.0,
     wait: Wait = 0.0,
 ) -> None:
     """Who is each face in IMAGE?"""
-    with _session(server, as_json, timeout, wait) as client:
+    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.identify(image, top_k=top_k, threshold=threshold)
     if as_json:
         _print_json(result.to_dict())
@@ -187,12 +202,16 @@ def identify(
 def list_identities(
     prefix: Annotated[str, typer.Option(help="only names starting with this")] = "",
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     as_json: Json = False,
     timeout: Timeout = 60.0,
     wait: Wait = 0.0,
 ) -> None:
     """Enrolled identities, by name."""
-    with _session(server, as_json, timeout, wait) as client:
+    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         identities = client.identities(prefix=prefix)
     if as_json:
         _print_json([i.to_dict() for i in identities])
@@ -211,12 +230,16 @@ def list_identities(
 def delete(
     name: Annotated[str, typer.Argument(help="identity to erase, with all its faces")],
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     as_json: Json = False,
     timeout: Timeout = 60.0,
     wait: Wait = 0.0,
 ) -> None:
     """Erase NAME: its record, faces and vectors."""
-    with _session(server, as_json, timeout, wait) as client:
+    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.delete_identity(name)
     if as_json:
         _print_json(result.to_dict())
@@ -227,12 +250,16 @@ def delete(
 @app.command()
 def stats(
     server: Server = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     as_json: Json = False,
     timeout: Timeout = 30.0,
     wait: Wait = 0.0,
 ) -> None:
     """Gallery size, model, index state and server version."""
-    with _session(server, as_json, timeout, wait) as client:
+    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.stats()
     if as_json:
         _print_json(result.to_dict())
@@ -256,6 +283,12 @@ def stats(
 
 # Neural style transfer (StyleTransfer service): its own module, registered here.
 app.command("stylize")(stylize)
+# Clustering (`cluster`, `name`, `merge`; Clustering service): its own module, registered here.
+register_clustering(app)
+# Bulk indexing of a photo collection (`index`; EnrollStream): its own module, registered here.
+register_index(app)
+# Engine-side accuracy tools (`eval`, `calibrate`, `train`, `reindex`; faceid.indexer imported lazily).
+register_accuracy_commands(app)
 
 
 def main() -> None:

@@ -13,16 +13,20 @@ calls raise `faceid.client.errors.FaceIdError` subclasses (`InvalidArgument`, `N
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+from faceid.client import cluster_types as ct
 from faceid.client import types as t
 from faceid.client.errors import FaceIdError, Unavailable, from_rpc_error
 from faceid.v1 import faceid_pb2 as pb
+from faceid.v1 import clustering_pb2 as cpb
+from faceid.v1 import clustering_pb2_grpc as cpb_grpc
 from faceid.v1 import faceid_pb2_grpc as pb_grpc
 
 SERVER_ENV = "FACEID_SERVER"
@@ -49,6 +53,50 @@ def read_image(image: ImageSource) -> bytes:
         raise FileNotFoundError(f"cannot read image {path}: {exc.strerror or exc}") from exc
 
 
+def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A channel to `target` with the server's message-size limits; TLS when `credentials` are given."""
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def tls_credentials(
+    ca_file: str | os.PathLike[str] | None = None,
+    cert_file: str | os.PathLike[str] | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+) -> grpc.ChannelCredentials:
+    """TLS credentials from PEM files.
+
+    ca_file: the CA bundle that signed the server's certificate (None: the system's trusted roots).
+    cert_file, key_file: this client's certificate chain and private key, for a server that requires
+        mutual TLS; give both or neither. FileNotFoundError names the unreadable file; ValueError says
+        what is missing or not PEM.
+    """
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate and its private key go together: give both (mutual TLS) or neither")
+
+    def pem(path: str | os.PathLike[str] | None, what: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            data = Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise FileNotFoundError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+        if b"-----BEGIN " not in data:
+            raise ValueError(f"the {what} {path} is not a PEM file (expected a '-----BEGIN ...' block)")
+        return data
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=pem(ca_file, "TLS CA file"),
+        private_key=pem(key_file, "TLS client key"),
+        certificate_chain=pem(cert_file, "TLS client certificate"),
+    )
+
+
 def _ref(image: ImageSource, position: int) -> str:
     return str(image) if not isinstance(image, bytes | bytearray | memoryview) else f"#{position}"
 
@@ -58,7 +106,9 @@ class FaceIdClient:
 
     target: HOST:PORT (default: $FACEID_SERVER, else 127.0.0.1:50051).
     timeout: seconds per call (None = no deadline); streaming enrolment has no deadline by default.
-    metadata: sent with every call, e.g. (("x-api-key", key),).
+    api_key: sent as `x-api-key` metadata with every call, streams included (see docs/security.md).
+    credentials: TLS for the channel, e.g. `tls_credentials(ca_file, cert_file, key_file)`; None = plaintext.
+    metadata: further metadata sent with every call.
     """
 
     def __init__(
@@ -66,20 +116,20 @@ class FaceIdClient:
         target: str | None = None,
         *,
         timeout: float | None = DEFAULT_TIMEOUT_S,
+        api_key: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] | None = None,
         channel: grpc.Channel | None = None,
     ) -> None:
         self.target = target or default_target()
         self.timeout = timeout
-        self._metadata = tuple(metadata or ())
-        self._channel = channel or grpc.insecure_channel(
-            self.target,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        self._metadata = (*(metadata or ()), *((("x-api-key", api_key),) if api_key else ()))
+        self._channel = channel or open_channel(self.target, credentials)
         self._stub = pb_grpc.FaceIdStub(self._channel)
+        self._clustering = cpb_grpc.ClusteringStub(self._channel)
+
+    def __repr__(self) -> str:  # never the metadata: it holds the API key
+        return f"FaceIdClient({self.target!r}, timeout={self.timeout})"
 
     # ----------------------------------------------------------------------------------- plumbing
     def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
@@ -134,15 +184,26 @@ class FaceIdClient:
         metadata: Mapping[str, str] | None = None,
         policy: t.MultiFacePolicy = t.MultiFacePolicy.REJECT,
         timeout: float | None = None,
+        window: int = 0,
     ) -> Iterator[t.StreamEnrollResult]:
         """Bulk enrolment of (identity, image) pairs; identity None or "" stores the faces unlabeled.
 
         Yields one result per item, in order, each after the server committed it. Files are read lazily,
         so a long list never sits in memory. `client_ref` of each result is the path (or "#position").
+        window: at most this many images sent and not yet answered (0 = as many as gRPC's flow control
+        lets through); bounds the client's memory and how much a stop leaves unanswered.
         """
+        slots = threading.Semaphore(window) if window > 0 else None
+        done = threading.Event()
 
         def requests() -> Iterator[pb.EnrollStreamRequest]:
             for position, (identity, image) in enumerate(items):
+                # Wait for a free slot BEFORE reading the next file: only `window` images are ever held.
+                while slots is not None and not slots.acquire(timeout=0.2):
+                    if done.is_set():
+                        return
+                if done.is_set():
+                    return
                 yield pb.EnrollStreamRequest(
                     identity=identity or "",
                     image=read_image(image),
@@ -154,10 +215,13 @@ class FaceIdClient:
         responses = self._stub.EnrollStream(requests(), timeout=timeout, metadata=self._metadata)
         try:
             for response in responses:
+                if slots is not None:
+                    slots.release()
                 yield t.StreamEnrollResult.from_proto(response)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
         finally:
+            done.set()
             responses.cancel()  # no-op when complete; stops the upload if the caller stops iterating
 
     # ----------------------------------------------------------------------------------- matching
@@ -222,6 +286,74 @@ class FaceIdClient:
 
     def stats(self, *, timeout: float | None = None) -> t.Stats:
         return t.Stats.from_proto(self._call(self._stub.GetStats, pb.GetStatsRequest(), timeout))
+
+    # --------------------------------------------------------------------------------- clustering
+    def cluster(
+        self,
+        k: int | None = None,
+        *,
+        auto: tuple[int, int] | None = None,
+        scope: ct.ClusterScope = ct.ClusterScope.ALL,
+        identities: Sequence[str] = (),
+        seed: int = 0,
+        niter: int = 0,
+        thumbnails: bool = False,
+        progress: Callable[[ct.ClusterProgress], None] | None = None,
+        timeout: float | None = None,
+    ) -> ct.ClusterRun:
+        """Cluster the stored faces into k clusters, or into the best K of auto = (min_k, max_k).
+
+        scope: every face, the unlabeled ones, or those of `identities` (scope IDENTITIES). niter 0 = the
+        server's default (20). thumbnails: also fetch the stored face thumbnails (for reports).
+        progress: called with each progress event. timeout: seconds for the whole run (None = no deadline).
+        Needs an admin key when the server checks keys.
+        """
+        if (k is None) == (auto is None):
+            raise ValueError("give exactly one of k or auto=(min_k, max_k)")
+        request = cpb.ClusterRequest(
+            scope=scope.to_proto(), identities=list(identities), seed=seed, niter=niter, include_thumbnails=thumbnails
+        )
+        if k is not None:
+            request.k = k
+        else:
+            assert auto is not None
+            request.auto_k.min_k, request.auto_k.max_k = auto
+        events = self._clustering.Cluster(request, timeout=timeout, metadata=self._metadata)
+        thumbs: dict[int, bytes] = {}
+        try:
+            for event in events:
+                kind = event.WhichOneof("event")
+                if kind == "progress" and progress is not None:
+                    progress(ct.ClusterProgress.from_proto(event.progress))
+                elif kind == "thumbnails":
+                    thumbs.update((th.face_id, th.jpeg) for th in event.thumbnails.thumbnails)
+                elif kind == "result":
+                    return ct.ClusterRun(ct.ClusterResult.from_proto(event.result), thumbs)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            events.cancel()  # no-op when complete; stops the server's job if the caller gave up
+        raise FaceIdError("the server ended the Cluster stream without a result", grpc.StatusCode.INTERNAL)
+
+    def name_faces(self, name: str, face_ids: Iterable[int], *, timeout: float | None = None) -> ct.NamedFaces:
+        """Give faces (e.g. unlabeled ones) the identity `name`, created if new."""
+        request = cpb.NameFacesRequest(name=name, faces=cpb.FaceIdList(face_ids=list(face_ids)))
+        return ct.NamedFaces.from_proto(self._call(self._clustering.NameFaces, request, timeout))
+
+    def name_cluster(
+        self, name: str, cluster: int, *, run_id: str = "", unlabeled_only: bool = False, timeout: float | None = None
+    ) -> ct.NamedFaces:
+        """Name every face of one cluster of a clustering run (run_id "" = the server's latest run);
+        unlabeled_only leaves faces that already had an identity with it."""
+        request = cpb.NameFacesRequest(
+            name=name, cluster=cpb.ClusterRef(run_id=run_id, cluster=cluster), unlabeled_only=unlabeled_only
+        )
+        return ct.NamedFaces.from_proto(self._call(self._clustering.NameFaces, request, timeout))
+
+    def merge_identities(self, source: str, target: str, *, timeout: float | None = None) -> ct.MergeResult:
+        """Move every face of `source` to `target` and delete `source`."""
+        request = cpb.MergeIdentitiesRequest(source=source, target=target)
+        return ct.MergeResult.from_proto(self._call(self._clustering.MergeIdentities, request, timeout))
 
 
 def _ref_request(cls: type[T], name: str | None, identity_id: int | None) -> T:

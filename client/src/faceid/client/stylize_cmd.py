@@ -15,15 +15,14 @@ from typing import Annotated
 
 import grpc
 import typer
+from faceid.client.client import DEFAULT_SERVER
+from faceid.client.connection import ApiKeyOpt, ServerOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt, connect
 from faceid.client.errors import from_rpc_error
 from faceid.v1 import style_pb2 as pb
 from faceid.v1 import style_pb2_grpc as pb_grpc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-SERVER_ENV = "FACEID_SERVER"
-DEFAULT_SERVER = "127.0.0.1:50051"
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 EXIT_SERVER = 1
 EXIT_REQUEST = 2
 
@@ -114,7 +113,11 @@ def stylize(
     init: Annotated[Init, typer.Option(help="optimize: starting image")] = Init.content,
     optimizer: Annotated[OptimizerName, typer.Option(help="optimize: lbfgs or adam")] = OptimizerName.lbfgs,
     seed: Annotated[int, typer.Option(help="seed for noise initialisation")] = 0,
-    server: Annotated[str, typer.Option("--server", "-s", envvar=SERVER_ENV, help="faceid server HOST:PORT")] = DEFAULT_SERVER,
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the result, queueing included")] = 1800.0,
 ) -> None:
     """Render CONTENT in the style of STYLE (several STYLE images are blended) and write a PNG."""
@@ -135,10 +138,12 @@ def stylize(
         optimizer=optimizer,
         seed=seed,
     )
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-    with grpc.insecure_channel(server, options=options) as channel:
+    conn = connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+    with conn.channel() as channel:
         try:
-            result = run_with_progress(pb_grpc.StyleTransferStub(channel), request, timeout=timeout, console=err)
+            result = run_with_progress(
+                pb_grpc.StyleTransferStub(channel), request, timeout=timeout, console=err, metadata=conn.metadata
+            )
         except grpc.RpcError as rpc_error:
             exc = from_rpc_error(rpc_error)
             hint = f" (retry in {exc.retry_after_s:g} s)" if getattr(exc, "retry_after_s", None) else ""
@@ -152,13 +157,18 @@ def stylize(
 
 
 def run_with_progress(
-    stub: pb_grpc.StyleTransferStub, request: pb.StylizeRequest, *, timeout: float, console: Console
+    stub: pb_grpc.StyleTransferStub,
+    request: pb.StylizeRequest,
+    *,
+    timeout: float,
+    console: Console,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> pb.StyleResult:
     """Call Stylize, show queue position and steps on a progress bar; returns the final result."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("connecting", total=None)
-        for event in stub.Stylize(request, timeout=timeout):
+        for event in stub.Stylize(request, timeout=timeout, metadata=metadata):
             kind = event.WhichOneof("event")
             if kind == "queued":
                 bar.update(task, description=f"queued ({event.queued.ahead} ahead)")

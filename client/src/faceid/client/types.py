@@ -172,13 +172,14 @@ class VerifyResult(_Record):
     identity: str | None
     matched_face_id: int | None
     probability: float | None
+    decided_by: str = "distance"  # or "siamese:<head id>" when the server's Siamese head decided `match`
 
     @classmethod
     def from_proto(cls, m: pb.VerifyResponse) -> VerifyResult:
         return cls(
             m.match, m.distance, m.similarity, m.threshold, m.model, Face.from_proto(m.face_a), m.faces_in_image_a,
             Face.from_proto(m.face_b) if m.HasField("face_b") else None, m.faces_in_image_b,
-            m.identity or None, m.matched_face_id or None, _opt(m, "probability"),
+            m.identity or None, m.matched_face_id or None, _opt(m, "probability"), m.decided_by or "distance",
         )
 
 

@@ -5,6 +5,7 @@ batch 1, about 48 at batch 8), but each RPC brings one photo. A MicroBatcher has
 waits for items, takes everything queued (up to `max_batch`) and processes it as one batch; callers
 block on their own item's result. There is no artificial delay: while one batch runs, the next one
 fills up by itself, so an idle server answers a lone request at once and a busy one batches more.
+Items are taken first in, first out: a caller is never overtaken by a later caller's items.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ class MicroBatcher(Generic[T, R]):
         self._queue: deque[tuple[T, Future[R]]] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self.submitted = 0  # items handed in (counters for metrics and tests)
         self.batches = 0
-        self.items = 0
+        self.items = 0  # items processed
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -40,11 +42,18 @@ class MicroBatcher(Generic[T, R]):
             if self._closed:
                 raise RuntimeError("the batcher is closed (the server is shutting down)")
             self._queue.extend(zip(items, futures, strict=True))
+            self.submitted += len(items)
             self._cond.notify()
         return [f.result() for f in futures]
 
     def submit(self, item: T) -> R:
         return self.submit_many([item])[0]
+
+    @property
+    def queued(self) -> int:
+        """Items waiting for a batch now (not counting the batch being processed)."""
+        with self._cond:
+            return len(self._queue)
 
     def _loop(self) -> None:
         while True:

@@ -1,5 +1,5 @@
 """The accuracy commands as plain functions: `faceid eval pairs|identify`, `faceid calibrate`, `faceid train
-triplet|siamese`. The CLI parses flags, calls one of these (imported lazily: they pull in torch), and prints
+triplet|siamese`, `faceid reindex`. The CLI parses flags, calls one of these (imported lazily: they pull in torch), and prints
 the returned dataclass (`evaluation.format_*` for text, `evaluation.to_jsonable` for --json).
 
 Every function embeds the photos itself with the service's detector and embedder for the named model, so the
@@ -35,6 +35,7 @@ from faceid.indexer.evaluation import (
 )
 from faceid.indexer.evaluation.files import file_embedder
 from faceid.indexer.models.spec import DEFAULT_MODEL
+from faceid.indexer.reindex import ReindexResult
 from faceid.indexer.training.siamese import PairFeature, SiameseVerifier
 from faceid.indexer.training.triplet import HoldOut, TripletConfig, TripletTrainingResult
 
@@ -278,3 +279,38 @@ def train_siamese_head(
                              Path(out_dir) if out_dir is not None else model_cache_dir(),
                              training=training, overwrite=overwrite)
     return SiameseTrainOutcome(head_id, path, head, len(ti), len(vi), val_head, val_dist, images.failures)
+
+
+def reindex_database(
+    database_url: str,
+    *,
+    model: str,
+    source_model: str | None = None,
+    originals: Path | None = None,
+    drop_unembeddable: bool = False,
+    model_dir: Path | None = None,
+    device: str = "auto",
+    thumbnail_size: int = 96,
+    progress: bool = True,
+) -> ReindexResult:
+    """`faceid reindex --model ID`: re-embed the gallery in `database_url` with `model` (registered or trained)
+    and switch it to that model id in one transaction (see faceid.indexer.reindex; run with the server stopped)."""
+    from faceid.indexer.models import load_embedding_network
+    from faceid.indexer.models.trained import resolve_model
+    from faceid.indexer.reindex import choose_source_model, reindex_gallery, source_spec_of
+    from faceid.indexer.runtime import resolve_device
+    from faceid.indexer.store import create_store
+
+    store = create_store(database_url)
+    try:
+        spec, folder = resolve_model(model, model_dir=model_dir)
+        source = choose_source_model(store.face_counts_by_model(), spec.name, source_model)  # fail fast, before loading
+        dev = resolve_device(device)
+        network = load_embedding_network(spec, folder, dev, verify=False)  # resolve_model verified the files
+        return reindex_gallery(
+            store, spec, network, device=dev, source_model=source, source_spec=source_spec_of(source, model_dir),
+            originals=originals, drop_unembeddable=drop_unembeddable, thumbnail_size=thumbnail_size,
+            progress=progress,
+        )
+    finally:
+        store.close()

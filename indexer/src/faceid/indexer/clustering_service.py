@@ -18,7 +18,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,13 +47,22 @@ class GalleryClustering:
     face_ids: NDArray[np.int64]  # (n,) the clustered faces, ascending
     identity_ids: tuple[int | None, ...]  # (n,) what each face is stored under (None = unlabeled)
     result: ClusteringResult  # assignments, metrics, outliers, projection, nearest identities
+    identity_names: dict[int, str] = field(default_factory=dict)  # id -> name of the identity_ids, at run time
 
-    def faces_of(self, cluster_index: int) -> list[int]:
+    def faces_of(self, cluster_index: int, *, unlabeled_only: bool = False) -> list[int]:
+        """The faces of one cluster; unlabeled_only keeps those that had no identity when the run was made."""
         if not 0 <= cluster_index < self.result.k:
             raise errors.InvalidRequest(
                 f"run {self.run_id} has clusters 0..{self.result.k - 1}; there is no cluster {cluster_index}"
             )
-        return [int(f) for f in self.face_ids[self.result.kmeans.assign == cluster_index]]
+        members = np.flatnonzero(self.result.kmeans.assign == cluster_index)
+        if unlabeled_only:
+            members = np.array([i for i in members if self.identity_ids[i] is None], dtype=np.int64)
+            if members.size == 0:
+                raise errors.InvalidRequest(
+                    f"cluster {cluster_index} of run {self.run_id} has no unlabeled face: every face already has an identity"
+                )
+        return [int(f) for f in self.face_ids[members]]
 
 
 class ClusteringRuns:
@@ -69,6 +78,11 @@ class ClusteringRuns:
             self._runs[run.run_id] = run
             while len(self._runs) > self._keep:
                 self._runs.popitem(last=False)
+
+    def run_ids(self) -> tuple[str, ...]:
+        """The remembered runs' ids, oldest first."""
+        with self._lock:
+            return tuple(self._runs)
 
     def get(self, run_id: str | None) -> GalleryClustering:
         """A run by id; None or "" = the latest."""
@@ -164,4 +178,5 @@ def run_clustering(
         search=_identity_search(store, index),
         progress=progress,
     )
-    return GalleryClustering(uuid.uuid4().hex[:12], model_id, face_ids, identity_ids, result)
+    names = store.identity_names({i for i in identity_ids if i is not None})
+    return GalleryClustering(uuid.uuid4().hex[:12], model_id, face_ids, identity_ids, result, names)

@@ -8,15 +8,20 @@ A rejected request never writes anything.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from datetime import datetime, timezone
 
 import numpy as np
 
 from faceid.indexer import errors
+from faceid.indexer.bulk import on_record
 from faceid.indexer.clustering import Progress
 from faceid.indexer.clustering_service import ClusteringRuns, GalleryClustering, Scope, run_clustering
 from faceid.indexer.config import AcceleratorRunner, EngineConfig, run_directly
@@ -53,7 +58,11 @@ from faceid.indexer.results import (
 )
 from faceid.indexer.runtime import resolve_device
 from faceid.indexer.store import AddStatus, AssignResult, FaceAdded, MergeResult, FaceRow, GalleryStore, IdentityRow, NewFace, create_store
+from faceid.indexer.index_follower import IndexFollower
+from faceid.indexer.vector_backend import VectorBackend, open_vector_backend
 from faceid.indexer.vector_index import VectorIndex
+from faceid.indexer.verifier_head import DECISION_THRESHOLD as HEAD_DECISION_THRESHOLD
+from faceid.indexer.verifier_head import VerifierHead, load_verifier_head
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +77,14 @@ class FaceEngine:
         *,
         config: EngineConfig,
         store: GalleryStore,
-        index: VectorIndex,
+        index: VectorBackend,
         pipeline: FacePipeline,
         model: ModelSummary,
         device: str,
+        verifier: VerifierHead | None = None,
     ) -> None:
         self.config = config
+        self.verifier = verifier  # a Siamese head deciding Verify instead of the distance (verifier_head.py)
         self.store = store
         self.index = index
         self.pipeline = pipeline
@@ -84,6 +95,11 @@ class FaceEngine:
         self._write_lock = store.write_lock
         self._index_status: IndexStatus | None = None
         self.clustering_runs = ClusteringRuns()  # the last runs, in memory, for name_cluster
+        self.follower: IndexFollower | None = None  # applies other servers' commits (index_follower.py)
+        # The last outage of the vector backend not yet recovered from (a Milvus server away): see probe_index.
+        self._index_outage: errors.Unavailable | None = None
+        self._outage_seq = 0
+        self._outage_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------- lifecycle
     @classmethod
@@ -91,11 +107,12 @@ class FaceEngine:
         """Load (or fetch) the model, upgrade the database schema, build and verify the index."""
         from faceid.indexer.detection import FaceDetector
         from faceid.indexer.embedding import Embedder
-        from faceid.indexer.models import ensure_model, get_model_spec, load_embedding_network
+        from faceid.indexer.models import load_embedding_network
+        from faceid.indexer.models.trained import resolve_model
 
-        spec = get_model_spec(config.model)
+        # Registered models and trained ones (`faceid train`, found by id in the model folders), sha256-checked.
+        spec, model_dir = resolve_model(config.model, allow_fetch=config.allow_model_fetch)
         device = resolve_device(config.device)
-        model_dir = ensure_model(spec.name, allow_fetch=config.allow_model_fetch)
         network = load_embedding_network(spec, model_dir, device)
         detector = FaceDetector(
             device=device,
@@ -117,11 +134,24 @@ class FaceEngine:
             threshold_source=source,
             preprocessing=spec.preprocessing,
         )
-        index = VectorIndex(spec.dimension, spec.name)
-        engine = cls(config=config, store=store, index=index, pipeline=pipeline, model=model, device=device)
-        loaded = index.rebuild_from(store)  # the index is derived: built from the store at every start
-        log.info("vector index built from the store: %d faces of model %s on %s", loaded, spec.name, index.device)
-        engine.check_index(rebuild=True)
+        verifier = load_verifier_head(config.verifier_head, spec.name) if config.verifier_head else None
+        _warn_other_models(store, spec.name)
+        index = open_vector_backend(config, spec.dimension, spec.name)
+        engine = cls(config=config, store=store, index=index, pipeline=pipeline, model=model, device=device,
+                     verifier=verifier)
+        follower = _follower(config, store, index)  # marks the change log's position BEFORE the build
+        engine.follower = follower
+        try:
+            # The index is derived from the store at every start: FAISS loads it all, Milvus writes what differs.
+            loaded = index.sync_from(store)
+            log.info("vector index built from the store: %d faces of model %s on %s", loaded, spec.name, index.device)
+            engine.check_index(rebuild=True)
+        except errors.Unavailable as exc:
+            # A vector server away at start-up is no reason to exit (a restart loop): the engine comes up,
+            # health stays NOT_SERVING, and probe_index builds the index once the server answers.
+            engine._note_outage(exc)
+        if follower is not None:
+            follower.start(check=lambda: engine.check_index(rebuild=True))
         return engine
 
     @staticmethod
@@ -135,8 +165,57 @@ class FaceEngine:
         return card_tau, "model card"
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         self.pipeline.close()
+        self.index.close()
         self.store.close()
+
+    # ------------------------------------------------------------------------- vector backend health
+    def probe_index(self) -> bool:
+        """Can the vector index answer? Polled by the server, whose health follows the answer.
+
+        After an outage (seen here, at start-up, or by any call) the index is first brought back to the
+        store (check, rebuild on a difference), since commits made meanwhile may not have reached it.
+        """
+        with self._outage_lock:
+            seq, down = self._outage_seq, self._index_outage is not None
+        try:
+            self.index.ping()
+            if down:
+                self.check_index(rebuild=True)
+        except errors.Unavailable as exc:
+            self._note_outage(exc)
+            return False
+        if down:
+            with self._outage_lock:
+                if self._outage_seq != seq:  # a call failed again meanwhile: not recovered yet
+                    return False
+                self._index_outage = None
+            log.warning("vector index %s answers again and equals the gallery: serving", self.index.device)
+        return True
+
+    def _note_outage(self, exc: errors.Unavailable) -> None:
+        with self._outage_lock:
+            first = self._index_outage is None
+            self._index_outage = exc
+            self._outage_seq += 1
+        if first:
+            log.error("vector index unavailable: %s; NOT_SERVING until it answers again (no restart needed)", exc)
+
+    @contextmanager
+    def _index_call(self, *, after_commit: bool = False) -> Iterator[None]:
+        """Around a call of the vector index: an outage is noted for probe_index, and a caller whose
+        change was committed to the store before the index failed is told that it was kept."""
+        try:
+            yield
+        except errors.Unavailable as exc:
+            self._note_outage(exc)
+            if after_commit:
+                raise errors.Unavailable(
+                    f"{exc} (the gallery change was saved; the index catches up from the gallery when it is back)"
+                ) from None
+            raise
 
     # ------------------------------------------------------------------------------------ helpers
     def _threshold(self, requested: float | None) -> float:
@@ -228,8 +307,12 @@ class FaceEngine:
             )
         return new
 
-    def _analyze_uploads(self, images: Sequence[bytes]) -> list[tuple[int, AnalyzedImage | ImageOutcome]]:
-        """Decode every upload (refusals become outcomes), then detect + embed the rest in one batch."""
+    def _analyze_uploads(self, images: Sequence[bytes], *, kind: str) -> list[tuple[int, AnalyzedImage | ImageOutcome]]:
+        """Decode every upload (refusals become outcomes), then detect + embed the rest in one batch.
+
+        kind: the accelerator class (see FacePipeline.analyze): "interactive" for a unary Enroll, whose
+        caller waits for the answer like a Verify's; "bulk" for streamed enrolment, which yields to them.
+        """
         decoded = []
         prepared: list[tuple[int, AnalyzedImage | ImageOutcome]] = []
         for i, data in enumerate(images):
@@ -239,7 +322,7 @@ class FaceEngine:
                 prepared.append((i, ImageOutcome(i, ImageStatus.TOO_LARGE, str(exc))))
             except errors.InvalidImage as exc:
                 prepared.append((i, ImageOutcome(i, ImageStatus.UNREADABLE, str(exc))))
-        analyzed = self.pipeline.analyze([d for _, d in decoded], kind="bulk") if decoded else []
+        analyzed = self.pipeline.analyze([d for _, d in decoded], kind=kind) if decoded else []
         prepared.extend((i, a) for (i, _), a in zip(decoded, analyzed, strict=True))
         return sorted(prepared, key=lambda p: p[0])
 
@@ -258,7 +341,7 @@ class FaceEngine:
             raise errors.InvalidRequest("no images: send 1 to 64 photos of the person")
         if len(images) > MAX_IMAGES_PER_ENROLL:
             raise errors.InvalidRequest(f"{len(images)} images in one request; send at most {MAX_IMAGES_PER_ENROLL} (use EnrollStream for bulk)")
-        prepared = self._analyze_uploads(images)
+        prepared = self._analyze_uploads(images, kind="interactive")
         outcomes: list[ImageOutcome] = []
         to_store: list[tuple[int, ImageOutcome, list[NewFace]]] = []
         for i, item in prepared:
@@ -331,7 +414,8 @@ class FaceEngine:
         """Add the newly created rows' vectors to the index (called under the write lock, after the commit)."""
         created = [(a.face_id, f.embedding) for f, a in zip(faces, added, strict=True) if a.status is AddStatus.CREATED]
         if created:
-            self.index.add(np.array([c[0] for c in created], dtype=np.int64), np.stack([c[1] for c in created]))
+            with self._index_call(after_commit=True):
+                self.index.add(np.array([c[0] for c in created], dtype=np.int64), np.stack([c[1] for c in created]))
 
     def enroll_image(
         self,
@@ -349,7 +433,11 @@ class FaceEngine:
             meta = validate_metadata(metadata or {})
         except errors.InvalidRequest as exc:
             return StreamEnrollResult(ImageOutcome(0, ImageStatus.INVALID, str(exc)), None, identity or None, self.model.id)
-        ((_, item),) = self._analyze_uploads([image])
+        if not meta:  # a photo already on record is not analysed again (bulk.py says why); with metadata the full path runs, to merge it
+            done = on_record(self.store, self.model.id, hashlib.sha256(image).hexdigest(), name)
+            if done is not None:
+                return StreamEnrollResult(done[0], done[1], name, self.model.id)
+        ((_, item),) = self._analyze_uploads([image], kind="bulk")
         if isinstance(item, ImageOutcome):
             return StreamEnrollResult(item, None, name, self.model.id)
         outcome, rows = self._outcome_for(0, item, labeled=labeled, policy=policy)
@@ -389,9 +477,14 @@ class FaceEngine:
             a = self._decode_for_query(image_a, "image_a")
         assert a.embeddings is not None
         va = a.embeddings[0]
+        # A configured Siamese head decides unless the request asked for a distance threshold.
+        head = self.verifier if threshold is None else None
+        head_p: float | None = None
         if image_b is not None:
             assert b.embeddings is not None
             distance = float(l2_distances(va, b.embeddings[:1])[0])
+            if head is not None:
+                head_p = float(head.probabilities(va, b.embeddings[:1])[0])
             other: dict = {"face_b": to_detected_face(b.detections[0]), "faces_in_b": len(b.detections)}
         else:
             assert target is not None
@@ -402,8 +495,26 @@ class FaceEngine:
                 )
             dists = l2_distances(va, vectors)
             best = int(np.argmin(dists))  # the identity's closest face decides
+            if head is not None:  # ... or the face the head finds most likely the same person
+                probs = head.probabilities(va, vectors)
+                best = int(np.argmax(probs))
+                head_p = float(probs[best])
             distance = float(dists[best])
             other = {"identity": target.name, "matched_face_id": int(face_ids[best])}
+        if head is not None:
+            assert head_p is not None
+            return VerifyResult(
+                match=head_p >= HEAD_DECISION_THRESHOLD,
+                distance=distance,
+                similarity=similarity_from_distance(distance),
+                threshold=tau,
+                model=self.model.id,
+                face_a=to_detected_face(a.detections[0]),
+                faces_in_a=len(a.detections),
+                probability=head_p,
+                decided_by=head.decided_by,
+                **other,
+            )
         return VerifyResult(
             match=distance <= tau,
             distance=distance,
@@ -423,7 +534,8 @@ class FaceEngine:
         # The request is checked first (a bad image is the caller's to fix whatever the gallery holds),
         # then the gallery's state.
         analyzed = self._decode_for_query(image, "the image")
-        gallery = len(self.index)
+        with self._index_call():
+            gallery = len(self.index)
         if gallery == 0 or self.store.count_faces(self.model.id, labeled=True) == 0:
             raise errors.EmptyGallery(
                 f"the gallery has no enrolled faces for model {self.model.id}: enrol people before identifying"
@@ -466,10 +578,12 @@ class FaceEngine:
     def _search_identities(self, queries: np.ndarray, k: int) -> list[list]:
         """Top identities per query face. Search deeper until k identities are found or the index ends:
         one person may own many faces, and unlabeled faces take slots too."""
-        total = len(self.index)
+        with self._index_call():
+            total = len(self.index)
         depth = min(total, max(4 * k, 32))
         while True:
-            distances, ids = self.index.search(queries, depth)
+            with self._index_call():
+                distances, ids = self.index.search(queries, depth)
             face_map = self.store.face_identity_map({int(i) for i in ids.ravel() if i >= 0})
             per_face = [aggregate_by_identity(distances[q], ids[q], face_map) for q in range(len(queries))]
             if depth >= total or all(len(h) >= k for h in per_face):
@@ -488,31 +602,47 @@ class FaceEngine:
         niter: int = 20,
         progress: Progress | None = None,
     ) -> GalleryClustering:
-        """Cluster the active model's stored faces (clustering_service.py); the run is remembered in memory."""
-        run = run_clustering(
-            self.store,
-            self.index,
-            self.model.id,
-            scope=scope,
-            identities=identities,
-            k=k,
-            k_range=k_range,
-            seed=seed,
-            niter=niter,
-            threshold=self._threshold(None),
-            progress=progress,
+        """Cluster the active model's stored faces (clustering_service.py); the run is remembered in memory.
+
+        Runs as bulk accelerator work (FAISS GEMMs on all cores, or on the GPU): interactive calls queued
+        meanwhile go first once it ends. An exception raised by `progress` stops the run (nothing remembered).
+        """
+        run: GalleryClustering = self.pipeline.runner(
+            "bulk",
+            partial(
+                run_clustering,
+                self.store,
+                self.index,
+                self.model.id,
+                scope=scope,
+                identities=identities,
+                k=k,
+                k_range=k_range,
+                seed=seed,
+                niter=niter,
+                threshold=self._threshold(None),
+                progress=progress,
+            ),
         )
         self.clustering_runs.add(run)
         return run
+
+    def face_thumbnails(self, face_ids: Sequence[int]) -> dict[int, bytes]:
+        """face id -> stored JPEG thumbnail, for the faces that have one (clustering reports)."""
+        return self.store.get_thumbnails(face_ids)
 
     def name_faces(self, face_ids: Sequence[int], name: str, *, actor: str = "") -> AssignResult:
         """Give faces (e.g. unlabeled ones) an identity, created if new. Vectors, so the index, are unchanged."""
         with self._write_lock:
             return self.store.assign_faces(face_ids=face_ids, identity_name=name, actor=actor or "system")
 
-    def name_cluster(self, run_id: str | None, cluster_index: int, name: str, *, actor: str = "") -> AssignResult:
-        """Name every face of one cluster of a remembered run (None/"" = the latest run)."""
-        return self.name_faces(self.clustering_runs.get(run_id).faces_of(cluster_index), name, actor=actor)
+    def name_cluster(
+        self, run_id: str | None, cluster_index: int, name: str, *, unlabeled_only: bool = False, actor: str = ""
+    ) -> AssignResult:
+        """Name every face of one cluster of a remembered run (None/"" = the latest run); unlabeled_only
+        leaves the faces that had an identity when the run was made where they are."""
+        faces = self.clustering_runs.get(run_id).faces_of(cluster_index, unlabeled_only=unlabeled_only)
+        return self.name_faces(faces, name, actor=actor)
 
     def merge_identities(self, source: str, target: str, *, actor: str = "") -> MergeResult:
         """Move every face of `source` to `target` and delete `source` (index unchanged: same vectors)."""
@@ -569,7 +699,8 @@ class FaceEngine:
             raise errors.InvalidRequest("name the identity by exactly one of name or id")
         with self._write_lock:
             deleted = self.store.delete_identity(name=name, id=identity_id, actor=actor or "system")
-            self.index.remove(np.array(deleted.faces_by_model.get(self.model.id, ()), dtype=np.int64))
+            with self._index_call(after_commit=True):
+                self.index.remove(np.array(deleted.faces_by_model.get(self.model.id, ()), dtype=np.int64))
         return DeleteResult(deleted.identity.id, deleted.identity.name, len(deleted.face_ids))
 
     # --------------------------------------------------------------------------------------- stats
@@ -581,24 +712,32 @@ class FaceEngine:
             unlabeled_faces=self.store.count_faces(self.model.id, labeled=False),
             model=self.model,
             # Live count and checksum; `consistent` is the verdict of the last full check against the store.
-            index=replace(status, vectors=len(self.index), checksum=self.index.checksum().digest),
+            index=self._live_index_status(status),
             device=self.device,
             database=_describe_database(self.store.url),
         )
 
+    def _live_index_status(self, status: IndexStatus) -> IndexStatus:
+        with self._index_call():
+            return replace(status, vectors=len(self.index), checksum=self.index.checksum().digest)
+
     def check_index(self, *, rebuild: bool = True) -> IndexStatus:
         """Compare the index with the store (count + checksum over face ids); rebuild on mismatch."""
         with self._write_lock:
-            store_sum = self.store.checksum(self.model.id)
-            consistent = self.index.checksum() == store_sum
-            if not consistent and rebuild:
-                log.warning("vector index differs from the store (%s vs %s): rebuilding", self.index.checksum(), store_sum)
-                self.index.rebuild_from(self.store)
+            if self.follower is not None:
+                # Other servers may write meanwhile: catch up and compare within one snapshot (index_follower.py).
+                consistent, store_sum = self.follower.check(rebuild=rebuild)
+            else:
+                store_sum = self.store.checksum(self.model.id)
                 consistent = self.index.checksum() == store_sum
-                if not consistent:
-                    raise errors.IndexInconsistent("the vector index still differs from the store after a rebuild")
+                if not consistent and rebuild:
+                    log.warning("vector index differs from the store (%s vs %s): rebuilding", self.index.checksum(), store_sum)
+                    self.index.rebuild_from(self.store)
+                    consistent = self.index.checksum() == store_sum
+            if not consistent and rebuild:
+                raise errors.IndexInconsistent("the vector index still differs from the store after a rebuild")
             self._index_status = IndexStatus(
-                backend="faiss",
+                backend=self.index.kind,
                 device=self.index.device,
                 vectors=len(self.index),
                 consistent=consistent,
@@ -606,6 +745,33 @@ class FaceEngine:
                 checked_at=datetime.now(timezone.utc),
             )
             return self._index_status
+
+
+def _follower(config: EngineConfig, store: GalleryStore, index: object) -> IndexFollower | None:
+    """A follower of the change log for an in-process index (None when off, or the index is shared: Milvus)."""
+    if not config.follow_changes or not isinstance(index, VectorIndex):
+        return None
+    follower = IndexFollower(
+        store,
+        index,
+        poll_s=config.follow_poll_s,
+        gap_timeout_s=config.follow_gap_timeout_s,
+        check_s=config.follow_check_s,
+        retention_s=config.change_log_retention_s,
+    )
+    follower.mark()
+    return follower
+
+
+def _warn_other_models(store: GalleryStore, model_id: str) -> None:
+    """Faces of other models are never served (one model per index): say so, and how to move them over."""
+    others = {m: n for m, n in store.face_counts_by_model().items() if m != model_id and n}
+    if others:
+        log.warning(
+            "the gallery holds faces of other models that model %s does not serve: %s; "
+            "re-embed them with `faceid reindex --model %s` (server stopped)",
+            model_id, ", ".join(f"{n} of {m}" for m, n in sorted(others.items())), model_id,
+        )
 
 
 def _describe_database(url: str) -> str:

@@ -83,9 +83,14 @@ class FacePipeline:
     def analyze(self, images: Sequence[DecodedImage], *, kind: str) -> list[AnalyzedImage]:
         """Detect and embed the faces of decoded photos, batched with other callers' photos of the same kind.
 
-        kind: "interactive" (Verify/Identify/Embed) or "bulk" (enrolment). Crops are kept for thumbnails.
+        kind: "interactive" (Verify/Identify/Embed, unary Enroll) or "bulk" (EnrollStream). Crops are kept
+        for thumbnails.
         """
         return self._batchers[kind].submit_many(list(images))
+
+    def batcher(self, kind: str) -> MicroBatcher[DecodedImage, AnalyzedImage]:
+        """The batcher of one class, for its counters (`batches`, `items`, `queued`): metrics and tests."""
+        return self._batchers[kind]
 
     def close(self) -> None:
         for batcher in self._batchers.values():

@@ -105,6 +105,7 @@ class VerifyResult:
     identity: str | None = None
     matched_face_id: int | None = None
     probability: float | None = None
+    decided_by: str = "distance"  # or "siamese:<head id>" when a Siamese head decided `match`
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from faceid.indexer.store.vectors import Checksum, id_checksum, unit_norm_violations
+from faceid.indexer.store.vectors import Checksum, id_checksum
+from faceid.indexer.vector_backend import (
+    EmbeddingSource,
+    as_face_ids,
+    as_unit_rows,
+    distances_from_similarities,
+)
 
 try:
     import faiss
@@ -34,17 +40,7 @@ GPU_MAX_K = 2048
 # (a bulk load) are checked against a copy of the whole id list.
 _PROBE_LIMIT = 4096
 
-
-class EmbeddingSource(Protocol):
-    """What an index is built from and checked against: the gallery store (faceid.indexer.store.GalleryStore)."""
-
-    write_lock: AbstractContextManager[Any]
-
-    def iter_embeddings(
-        self, model_id: str, batch: int = ...
-    ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.float32]]]: ...
-
-    def checksum(self, model_id: str) -> Checksum: ...
+__all__ = ["GPU_MAX_K", "EmbeddingSource", "VectorIndex"]
 
 
 class VectorIndex:
@@ -81,6 +77,10 @@ class VectorIndex:
     @property
     def device(self) -> str:
         return f"cuda:{self.gpu_device}" if self.use_gpu else "cpu"
+
+    @property
+    def kind(self) -> str:
+        return "faiss"
 
     @property
     def backend(self) -> str:
@@ -141,6 +141,16 @@ class VectorIndex:
                 self._rows = _IdList(faiss.vector_to_array(fresh.id_map) if gpu is not None else None)
             return int(fresh.ntotal)
 
+    def sync_from(self, store: EmbeddingSource, batch: int = 100_000) -> int:
+        """At start-up: an in-memory index starts empty, so this is a full load (rebuild_from)."""
+        return self.rebuild_from(store, batch)
+
+    def ping(self) -> None:
+        """In-process: always reachable."""
+
+    def close(self) -> None:
+        """Nothing to release beyond memory (the GC frees the FAISS indexes)."""
+
     # ---------------------------------------------------------------- queries
     def search(self, queries: ArrayLike, k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """The k nearest faces of each query (q, d) float32, L2-normalised.
@@ -160,18 +170,18 @@ class VectorIndex:
                 ids = self._rows.lookup(rows)
             else:
                 sims, ids = self._cpu.search(q, kk)
-        # Clip first: padding slots carry ip = -3.4e38, and round-off can push ip a hair above 1.
-        dist = np.sqrt(2.0 - 2.0 * np.clip(sims, -1.0, 1.0)).astype(np.float32, copy=False)
-        dist[ids < 0] = np.inf
-        if kk < k:
-            dist = np.pad(dist, ((0, 0), (0, k - kk)), constant_values=np.inf)
-            ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
-        return dist, ids.astype(np.int64, copy=False)
+        return distances_from_similarities(sims, ids, k)
 
     def ids(self) -> NDArray[np.int64]:
         """Every face id in the index, (n,) int64, in insertion order."""
         with self._lock.read():
             return faiss.vector_to_array(self._cpu.id_map).astype(np.int64, copy=False)
+
+    def present(self, ids: ArrayLike) -> NDArray[np.int64]:
+        """Those of the face ids (n,) int64 that the index holds (e.g. to apply a change log idempotently)."""
+        id_arr = _as_ids(ids, allow_repeats=True)
+        with self._lock.read():
+            return np.array(self._present(id_arr), dtype=np.int64)
 
     def checksum(self) -> Checksum:
         """Count and checksum of the face ids held, by the same definition as GalleryStore.checksum."""
@@ -195,17 +205,7 @@ class VectorIndex:
         return faiss.index_cpu_to_gpu(self._gpu_resources, self.gpu_device, flat)
 
     def _as_rows(self, vectors: ArrayLike, what: str) -> NDArray[np.float32]:
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"{what} must be (n, {self.dim}) float32 for model {self.model_id!r}, got {x.shape}")
-        bad = unit_norm_violations(x)
-        if bad.size:
-            norm = float(np.linalg.norm(x[bad[0]]))
-            raise ValueError(
-                f"{what}: {bad.size} row(s) not L2-normalised (row {int(bad[0])} has norm {norm:.4f}); "
-                "normalise at the embedding stage"
-            )
-        return x
+        return as_unit_rows(vectors, self.dim, self.model_id, what)
 
     def _present(self, ids: NDArray[np.int64]) -> list[int]:
         if self._cpu.ntotal == 0:
@@ -223,15 +223,7 @@ class VectorIndex:
         return present
 
 
-def _as_ids(ids: ArrayLike, *, allow_repeats: bool = False) -> NDArray[np.int64]:
-    arr = np.ascontiguousarray(ids, dtype=np.int64)
-    if arr.ndim != 1:
-        raise ValueError(f"face ids must be a 1-d int64 array, got shape {arr.shape}")
-    if arr.size and int(arr.min()) < 0:
-        raise ValueError("face ids are ≥ 0 (-1 is the 'no result' marker)")
-    if not allow_repeats and arr.size > 1 and np.unique(arr).size != arr.size:
-        raise ValueError("face ids repeat within one add")
-    return arr
+_as_ids = as_face_ids
 
 
 class _IdList:

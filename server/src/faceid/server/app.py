@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from faceid.server.admin_servicer import ADMIN_SERVICE, AdminServicer, HealthSwitch
 from faceid.server.auth import build_interceptor, is_loopback
+from faceid.server.clustering_servicer import register as register_clustering
 from faceid.server.config import Settings
+from faceid.server.database_health import DatabaseWatch, database_down, describe, is_server_database, open_when_reachable
+from faceid.server.index_health import IndexWatch, ServingGate
 from faceid.server.lifecycle import EngineSlot
 from faceid.server.metrics import MetricsInterceptor, MetricsServer, start_metrics
 from faceid.server.scheduler import AcceleratorScheduler, Priority
@@ -65,6 +68,10 @@ class RunningServer:
     keys: KeyStore | None = field(default=None, repr=False)  # API keys (auth.py), closed on stop
     _loader: threading.Thread | None = field(default=None, repr=False)
     _released: threading.Event = field(default_factory=threading.Event, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)  # set first thing in stop()
+    db_watch: DatabaseWatch | None = field(default=None, repr=False)  # server databases only (database_health)
+    index_watch: IndexWatch | None = field(default=None, repr=False)  # vector index reachability (index_health)
+    index_probe_s: float = field(default=2.0, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -86,6 +93,11 @@ class RunningServer:
         if self._stopped:
             return
         self._stopped = True
+        self._stopping.set()
+        if self.db_watch is not None:
+            self.db_watch.stop()
+        if self.index_watch is not None:
+            self.index_watch.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         engine = self.slot.start_closing()  # a load still running closes its engine when it ends
@@ -125,7 +137,7 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
         ],
     )
     faceid_pb2_grpc.add_FaceIdServicer_to_server(FaceIdServicer(slot), server)
-    services = [FACEID_SERVICE, *_register_optional_services(server, settings, scheduler)]
+    services = [FACEID_SERVICE, *register_clustering(server, slot), *_register_optional_services(server, settings, scheduler)]
 
     health_servicer = health.HealthServicer()
     # --- admin (faceid.server.admin_servicer): index check/rebuild flips health while it runs
@@ -145,7 +157,8 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
     log.info("listening on %s:%d (workers=%d)", host, bound, settings.workers)
     _log_security(settings, auth.describe())
 
-    running = RunningServer(server, bound, host, slot, health_servicer, scheduler, metrics, tuple(services), keys=keys)
+    running = RunningServer(server, bound, host, slot, health_servicer, scheduler, metrics, tuple(services), keys=keys,
+                            index_probe_s=settings.index_probe_s)
     if engine is not None:
         _engine_ready(running, engine)
     else:
@@ -158,11 +171,17 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
 
 def _open_key_store(settings: Settings) -> KeyStore:
     from faceid.indexer.store import KeyStore
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         return KeyStore.open(settings.database)
     except SQLAlchemyError as exc:
+        if is_server_database(settings.database) and database_down(exc):
+            # Not a crash loop: serve NOT_SERVING and connect once the database answers (database_health).
+            log.error("the database %s is unreachable at start-up (%s): NOT_SERVING until it answers",
+                      make_url(settings.database).render_as_string(hide_password=True), describe(exc))
+            return KeyStore.open_when_reachable(settings.database)
         first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise OSError(f"cannot open the database {settings.database} (it holds the API keys): {first}") from None
 
@@ -196,7 +215,12 @@ def _load_engine(running: RunningServer, settings: Settings) -> None:
         from faceid.indexer.runtime import configure_torch_threads
 
         configure_torch_threads(settings.scheduler.torch_threads or None)
-        engine = FaceEngine.open(settings.to_engine_config(), runner=scheduler_runner(running.scheduler))
+        engine = open_when_reachable(
+            lambda: FaceEngine.open(settings.to_engine_config(), runner=scheduler_runner(running.scheduler)),
+            settings.database, running._stopping, running.slot.set_waiting,
+        )
+        if engine is None:  # stopped while waiting for the database
+            return
     except Exception as exc:  # reported by health (stays NOT_SERVING), servicers and serve()
         log.error("could not start the engine: %s", exc, exc_info=not _is_expected(exc))
         running.slot.set_failed(exc)
@@ -218,8 +242,26 @@ def _engine_ready(running: RunningServer, engine: FaceEngine) -> None:
     if not running.slot.set_engine(engine):  # stopped while loading
         engine.close()
         return
+    # The vector index may be away (a Milvus server, at start-up or later): health follows it (index_health),
+    # and the watchers share one gate, so SERVING needs the database and the index both.
+    index_ok = engine.probe_index()
+    gate = ServingGate(HealthSwitch(running.health, running.services).set, serving=index_ok)
+    gate.set("vector index", index_ok)
+    serving = health_pb2.HealthCheckResponse.SERVING if index_ok else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ("", *running.services):
-        running.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        running.health.set(name, serving)
+    if not running._stopping.is_set():
+        running.index_watch = IndexWatch(
+            engine.probe_index, lambda ok: gate.set("vector index", ok), ok=index_ok, interval=running.index_probe_s
+        ).start()
+    if engine.store.dialect != "sqlite" and not running._stopping.is_set():  # see database_health
+        running.db_watch = DatabaseWatch(
+            engine.store.ping, lambda ok: gate.set("database", ok), lambda: engine.check_index(rebuild=True)
+        ).start()
+    if not index_ok:
+        log.error("model %s loaded, NOT_SERVING: the vector index %s does not answer (checked every %g s)",
+                  engine.model.id, engine.index.device, running.index_probe_s)
+        return
     try:
         stats = engine.stats()
     except Exception:  # only a log line; the RPCs report real faults

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from faceid.indexer import errors
 from faceid.indexer.store import ApiKeyRow, KeyStore
 from faceid.server.interceptors import Behavior, WrappingInterceptor
 
@@ -105,7 +106,9 @@ def method_scopes(*, style_scope: Scope = Scope.WRITE) -> Mapping[str, Scope | N
         "/faceid.v1.FaceId/RenameIdentity": Scope.WRITE,
         "/faceid.v1.FaceId/MergeIdentities": Scope.WRITE,
         "/faceid.v1.FaceId/AssignFaces": Scope.WRITE,
-        "/faceid.v1.Clustering/Cluster": Scope.ADMIN,
+        "/faceid.v1.Clustering/Cluster": Scope.ADMIN,  # reads every face, keeps the accelerator busy
+        "/faceid.v1.Clustering/NameFaces": Scope.WRITE,
+        "/faceid.v1.Clustering/MergeIdentities": Scope.WRITE,
         "/faceid.v1.StyleTransfer/Stylize": style_scope,
         "/faceid.v1.Admin/CheckIndex": Scope.ADMIN,
         "/faceid.v1.Admin/ListAuditLog": Scope.ADMIN,
@@ -268,6 +271,8 @@ class AuthPolicy:
                 return self._cached[1]
         try:
             on = self._keys.count_active() > 0
+        except errors.Unavailable as exc:  # the database is down: nobody is let in, the caller may retry
+            raise _Denied(grpc.StatusCode.UNAVAILABLE, f"API keys cannot be checked right now: {exc}") from None
         except Exception:  # cannot tell: fail closed
             log.warning("could not count API keys; requiring one for this call", exc_info=True)
             return True

@@ -68,6 +68,9 @@ def run(
     model_dir: Annotated[Path | None, typer.Option(help="folder of model folders (env FACEID_MODEL_DIR)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (env FACEID_DEVICE; auto)")] = None,
     threshold: Annotated[float | None, typer.Option(help="match threshold, L2 distance in (0, 2] (default: model card)")] = None,
+    verifier_head: Annotated[
+        str | None, typer.Option(help="Siamese head id deciding Verify (env FACEID_VERIFIER_HEAD; none: the distance)")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="gRPC worker threads (default: from the usable cores)")] = None,
     grace_s: Annotated[float | None, typer.Option("--grace", help="seconds SIGTERM waits for in-flight calls (10)")] = None,
     max_message_bytes: Annotated[int | None, typer.Option(help="largest gRPC message (32 MiB)")] = None,
@@ -89,6 +92,12 @@ def run(
     tls_client_ca: Annotated[
         Path | None, typer.Option(help="CA bundle, PEM: require client certificates it signed (mutual TLS)")
     ] = None,
+    vector_backend: Annotated[
+        str | None, typer.Option(help="faiss (in this process) or milvus (env FACEID_VECTOR_BACKEND; faiss)")
+    ] = None,
+    milvus_uri: Annotated[
+        str | None, typer.Option(help="Milvus server for --vector-backend milvus (env FACEID_MILVUS_URI; http://127.0.0.1:19530)")
+    ] = None,
 ) -> None:
     """Start the server and run until SIGTERM / Ctrl-C."""
     if ctx.invoked_subcommand is not None:
@@ -99,9 +108,11 @@ def run(
     auth_mode = "required" if require_auth else ("disabled" if insecure_no_auth else None)
     settings = load_settings(
         listen=listen, database=database, model=model, model_dir=model_dir, device=device, threshold=threshold,
+        verifier_head=verifier_head,
         workers=workers, grace_s=grace_s, max_message_bytes=max_message_bytes, torch_threads=torch_threads,
         allow_model_fetch=allow_model_fetch, log_format=log_format, log_level=log_level, metrics_port=metrics_port,
         auth_mode=auth_mode, tls_cert_file=tls_cert, tls_key_file=tls_key, tls_client_ca_file=tls_client_ca,
+        vector_backend=vector_backend, milvus_uri=milvus_uri,
     )
     from faceid.server.app import serve
     from faceid.server.logging_setup import configure_logging

@@ -88,6 +88,31 @@ class StyleSettings(BaseModel):
     max_steps: int = Field(300, ge=1)
 
 
+class FollowSettings(BaseModel):
+    """How this server's in-memory index follows what OTHER servers on the same database commit.
+
+    Faces enrolled or deleted through another server reach this one's index within poll_s plus two polls'
+    work (milliseconds); see faceid.indexer.index_follower and docs/scale-out.md. On by default for every
+    database: two servers can share one SQLite file as well as one PostgreSQL. A Milvus backend is shared
+    by all servers and ignores this. Env: FACEID_FOLLOW__POLL_S=0.2, FACEID_FOLLOW__ENABLED=false.
+    """
+
+    enabled: bool = True
+    poll_s: float = Field(0.5, gt=0, le=60, description="seconds between two reads of the change log")
+    gap_timeout_s: float = Field(30.0, ge=0, le=3600, description="how long a skipped seq (open transaction) is awaited")
+    check_s: float = Field(300.0, ge=1, description="seconds between full consistency checks (index vs store)")
+    retention_h: float = Field(24.0, ge=0, description="change log rows older than this are pruned; 0 = keep all")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FollowSettings:
+        if self.retention_h and self.retention_h * 3600 <= max(self.gap_timeout_s, self.check_s):
+            raise ValueError(
+                f"follow.retention_h ({self.retention_h} h) must exceed follow.gap_timeout_s and follow.check_s: "
+                "followers still read change log rows that young"
+            )
+        return self
+
+
 # --- auth / tls (faceid.server.auth, faceid.server.tls; rules in docs/security.md) -------------------
 class AuthSettings(BaseModel):
     """API keys. mode: auto (required beyond loopback; on loopback once a key exists), required, disabled."""
@@ -137,18 +162,29 @@ class Settings(BaseSettings):
     allow_model_fetch: bool = True
     device: str = "auto"
     threshold: float | None = Field(None, description="distance threshold; None = calibration or model card")
+    verifier_head: str | None = Field(
+        None, description="Siamese head id (faceid train siamese) deciding Verify instead of the distance threshold"
+    )
     workers: int = Field(default_factory=_default_workers, ge=1, le=1024)
     grace_s: float = Field(10.0, ge=0, description="how long SIGTERM waits for in-flight calls")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port; 0 = off")
     metrics_addr: str = "127.0.0.1"
+    # --- vector backend (faceid.indexer.vector_backend; docs/scale-out.md "Milvus")
+    vector_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="faiss: in this process; milvus: a Milvus server at milvus_uri, shared by every server"
+    )
+    milvus_uri: str = Field("http://127.0.0.1:19530", description="Milvus server, http(s)://HOST:PORT")
+    milvus_timeout_s: float = Field(10.0, gt=0, le=300, description="seconds one Milvus call may take")
+    index_probe_s: float = Field(2.0, gt=0, le=300, description="seconds between two reachability checks of the index")
 
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     style: StyleSettings = Field(default_factory=StyleSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
+    follow: FollowSettings = Field(default_factory=FollowSettings)
 
     @field_validator("listen")
     @classmethod
@@ -169,6 +205,20 @@ class Settings(BaseSettings):
                 f"not a database URL: {value!r}; use sqlite:///path/to/faceid.db (three slashes + relative path, "
                 "four for an absolute one)"
             ) from None
+        return value
+
+    @field_validator("milvus_uri")
+    @classmethod
+    def _milvus_uri(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+            raise ValueError(f"milvus_uri must be http(s)://HOST:PORT (e.g. http://127.0.0.1:19530), got {value!r}")
         return value
 
     @field_validator("device")
@@ -219,6 +269,7 @@ class Settings(BaseSettings):
             model=self.model,
             device=self.device,
             threshold=self.threshold,
+            verifier_head=self.verifier_head,
             allow_model_fetch=self.allow_model_fetch,
             max_image_bytes=self.limits.max_image_bytes,
             max_image_pixels=self.limits.max_image_pixels,
@@ -228,4 +279,12 @@ class Settings(BaseSettings):
             embed_batch_size=self.scheduler.embed_batch_size,
             default_top_k=self.limits.default_top_k,
             max_top_k=self.limits.max_top_k,
+            vector_backend=self.vector_backend,
+            milvus_uri=self.milvus_uri,
+            milvus_timeout_s=self.milvus_timeout_s,
+            follow_changes=self.follow.enabled,
+            follow_poll_s=self.follow.poll_s,
+            follow_gap_timeout_s=self.follow.gap_timeout_s,
+            follow_check_s=self.follow.check_s,
+            change_log_retention_s=self.follow.retention_h * 3600,
         )

@@ -140,6 +140,7 @@ def verify_response(result: r.VerifyResult) -> pb.VerifyResponse:
         faces_in_image_b=result.faces_in_b,
         matched_face_id=result.matched_face_id or 0,
         identity=result.identity or "",
+        decided_by=result.decided_by,
     )
     if result.face_b is not None:
         response.face_b.CopyFrom(detected_face(result.face_b))

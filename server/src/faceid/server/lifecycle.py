@@ -26,6 +26,7 @@ class EngineSlot:
         self._engine = engine
         self._error: BaseException | None = None
         self._closing = False
+        self._waiting: str | None = None  # why the load waits (e.g. the database is unreachable)
         if engine is not None:
             self._ready.set()
 
@@ -38,6 +39,10 @@ class EngineSlot:
             self._engine = engine
         self._ready.set()
         return True
+
+    def set_waiting(self, reason: str) -> None:
+        """The load waits for something outside the server (the database); callers are told what."""
+        self._waiting = reason
 
     def set_failed(self, error: BaseException) -> None:
         with self._lock:
@@ -81,6 +86,8 @@ class EngineSlot:
                 f"server could not load the model {self._model!r}: {self._error}; "
                 "see the server log (try `faceid-server models fetch`)"
             )
+        if self._waiting is not None:
+            raise errors.Unavailable(f"server is not serving yet: {self._waiting}; retry later")
         raise errors.Unavailable(
             f"server is loading the model ({self._model}) and the index; retry in a few seconds"
         )

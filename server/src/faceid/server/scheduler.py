@@ -4,11 +4,16 @@ Why a scheduler at all: torch work from several threads at once does not add up.
 machines here, a torch forward with 2 threads drops from 20 to under 1 image/s when another busy thread
 holds one core. So exactly one piece of accelerator work runs at a time, chosen by priority:
 
-- INTERACTIVE (Verify, Identify, Embed) goes first,
-- BULK (enrolment, streaming enrolment, clustering) next,
+- INTERACTIVE (Verify, Identify, Embed, unary Enroll: someone waits for each answer) goes first,
+- BULK (streaming enrolment, clustering) next,
 - BACKGROUND (style transfer) last, and it *yields at a fine grain*: a background job calls
   `yield_point()` between network layers; while anything of higher priority waits, yield_point gives the
   accelerator away and blocks until the queue of higher-priority work is empty again.
+
+Within one priority the order is first come, first served (a ticket number breaks ties in the heap), so
+no caller of a class can be overtaken by a later one of the same class. Note that most callers of the
+face engine are its micro-batchers (one thread per class that carries many RPCs' photos at a time), so
+RPC-level fairness is the batchers' FIFO queues plus this FIFO order.
 
 The accelerator is a priority lock: `run(fn, priority=...)` waits for its turn, runs `fn` on the calling
 thread while holding the lock, and returns its result. Work is executed by the threads that ask for it
@@ -106,6 +111,11 @@ class AcceleratorScheduler:
         """Hold the accelerator for a background job; yields the job's `yield_point` callable."""
         with self.hold(Priority.BACKGROUND):
             yield self.yield_point
+
+    def waiting(self) -> int:
+        """How many callers wait for the accelerator now (all priorities)."""
+        with self._cond:
+            return len(self._waiting)
 
     def higher_priority_waiting(self, than: Priority = Priority.BACKGROUND) -> bool:
         with self._cond:

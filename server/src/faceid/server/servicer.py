@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 from faceid.indexer import errors
+from faceid.indexer.bulk import ordered_map, stream_window
 from faceid.server import convert
 from faceid.server.auth import current_actor  # the API key's name: the audit log's "who"
 from faceid.server.lifecycle import EngineSlot
@@ -58,7 +59,9 @@ class FaceIdServicer(pb_grpc.FaceIdServicer):
         self, request_iterator: Iterator[pb.EnrollStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.EnrollStreamResponse]:
         engine = self._engine
-        for request in request_iterator:
+        actor = current_actor()  # read here: the window's worker threads do not carry the RPC's context
+
+        def enroll_one(request: pb.EnrollStreamRequest) -> pb.EnrollStreamResponse:
             # The engine commits before returning, so each response acknowledges a durable face.
             try:
                 if len(request.client_ref) > MAX_CLIENT_REF:
@@ -68,17 +71,20 @@ class FaceIdServicer(pb_grpc.FaceIdServicer):
                     request.image,
                     metadata=dict(request.metadata) if request.identity else None,
                     policy=convert.policy_from_proto(request.multi_face_policy),
-                    actor=current_actor(),
+                    actor=actor,
                 )
             except errors.InvalidRequest as exc:  # one bad image does not end the stream
-                yield pb.EnrollStreamResponse(
+                return pb.EnrollStreamResponse(
                     client_ref=request.client_ref[:MAX_CLIENT_REF],
                     result=convert.image_result(convert.rejected_outcome(0, exc)),
                     identity=request.identity,
                     model=engine.model.id,
                 )
-                continue
-            yield convert.enroll_stream_response(result, request.client_ref)
+            return convert.enroll_stream_response(result, request.client_ref)
+
+        # Several messages in flight at once, so that one stream fills whole detection and embedding batches
+        # (faceid.indexer.bulk); answers still leave in the order of the requests.
+        yield from ordered_map(enroll_one, request_iterator, window=stream_window(engine.config), name="faceid-stream")
 
     # ---------------------------------------------------------------------------------- matching
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:

@@ -32,12 +32,26 @@ RETRY_AFTER_KEY = "retry-after-s"  # trailing metadata on RESOURCE_EXHAUSTED: se
 INTERNAL_MESSAGE = "internal server error; it has been logged on the server (no detail is sent to callers)"
 
 
+DATABASE_DOWN_MESSAGE = "the gallery database is unavailable; retry shortly"
+
+
 def status_for(exc: BaseException) -> grpc.StatusCode:
     """The status code for an exception (INTERNAL for anything not in the table)."""
     for cls, code in STATUS_TABLE:
         if isinstance(exc, cls):
             return code
+    if _database_down(exc):
+        return grpc.StatusCode.UNAVAILABLE
     return grpc.StatusCode.INTERNAL
+
+
+def _database_down(exc: BaseException) -> bool:
+    # The store turns these into errors.Unavailable; this catches a driver error that escaped elsewhere
+    # (a connection lost mid-stream, the pool exhausted). Its text holds SQL, so it is never sent as is.
+    from faceid.indexer.store.database import is_unreachable
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError) and is_unreachable(exc)
 
 
 def abort_with(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
@@ -48,6 +62,9 @@ def abort_with(context: grpc.ServicerContext, exc: BaseException, method: str) -
         context.abort(code, INTERNAL_MESSAGE)
     if isinstance(exc, errors.QueueFull):
         context.set_trailing_metadata(((RETRY_AFTER_KEY, f"{exc.retry_after_s:g}"),))
+    if not isinstance(exc, errors.FaceIdError):  # a driver error mapped by _database_down
+        log.warning("%s -> %s: %s", method, code.name, exc, extra={"rpc": method, "code": code.name})
+        context.abort(code, DATABASE_DOWN_MESSAGE)
     log.info("%s -> %s: %s", method, code.name, exc, extra={"rpc": method, "code": code.name})
     context.abort(code, str(exc) or type(exc).__name__)
 

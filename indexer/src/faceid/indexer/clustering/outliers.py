@@ -21,6 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution × this = its standard deviation
+# find_outliers' rule with its default parameters, in words (reports and the Cluster RPC show it).
+RULE = "distance to centroid > τ, or robust z-score > 3.5 in clusters of ≥ 10 faces"
 
 
 def find_outliers(

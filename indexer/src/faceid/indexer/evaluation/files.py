@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from faceid.indexer.errors import FaceIdError, ModelMissing
+from faceid.indexer.errors import FaceIdError
 from faceid.indexer.evaluation.embedded import DetectionFailure, EmbeddedImages
 from faceid.indexer.models.spec import ModelSpec
 
@@ -88,37 +88,11 @@ class FileEmbedder:
 
 
 def resolve_model(model_id: str, model_dir: Path | None = None, allow_fetch: bool = True) -> tuple[ModelSpec, Path]:
-    """(spec, verified folder) of a registered model or of a trained one saved by `faceid train`.
+    """(spec, verified folder) of a registered model or of a trained one saved by `faceid train`
+    (see faceid.indexer.models.trained: `model_dir` first, then FACEID_MODEL_DIR and the user cache)."""
+    from faceid.indexer.models.trained import resolve_model as registry_resolve
 
-    Trained models are looked for as `<dir>/<model_id>/card.json` in `model_dir` (when given) and then in
-    the registry's search folders (FACEID_MODEL_DIR, the user cache).
-    """
-    from faceid.indexer.errors import UnknownModel
-    from faceid.indexer.models import ensure_model, get_model_spec, model_search_dirs, verify_model_files
-    from faceid.indexer.training.export import CARD_FILE, trained_model_spec
-
-    roots = ([Path(model_dir)] if model_dir is not None else []) + model_search_dirs()
-    try:
-        spec = get_model_spec(model_id)
-    except UnknownModel:
-        for root in roots:
-            folder = root / model_id
-            if (folder / CARD_FILE).is_file():
-                spec = trained_model_spec(folder)
-                verify_model_files(spec, folder)
-                return spec, folder
-        raise UnknownModel(
-            f"model {model_id!r} is neither registered nor a trained model folder in "
-            f"{', '.join(str(r) for r in roots)}"
-        ) from None
-    if model_dir is not None and all((Path(model_dir) / spec.name / f.name).is_file() for f in spec.files):
-        folder = Path(model_dir) / spec.name
-        verify_model_files(spec, folder)
-        return spec, folder
-    folder = ensure_model(spec.name, allow_fetch=allow_fetch)
-    if folder is None:  # pragma: no cover - ensure_model raises instead
-        raise ModelMissing(f"model {spec.name!r} not found")
-    return spec, folder
+    return registry_resolve(model_id, model_dir=model_dir, allow_fetch=allow_fetch)
 
 
 def file_embedder(model_id: str, device: str = "auto", model_dir: Path | None = None) -> FileEmbedder:

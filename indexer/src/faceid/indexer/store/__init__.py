@@ -4,6 +4,7 @@ store = create_store("sqlite:///faceid.db")      # migrates to head, WAL, foreig
 stored = store.enroll(name="ada", faces=[NewFace(...)])
 """
 
+from faceid.indexer.store.changes import Change, ChangeBatch, ChangeFeed
 from faceid.indexer.store.database import (
     checkpoint_truncate,
     create_database_engine,
@@ -36,6 +37,9 @@ __all__ = [
     "AssignResult",
     "AuditRecord",
     "Calibration",
+    "Change",
+    "ChangeBatch",
+    "ChangeFeed",
     "Checksum",
     "DeletedIdentity",
     "EnrollStored",

@@ -1,7 +1,8 @@
 """Engines and schema migrations: how faceid opens a gallery database (SQLite file or PostgreSQL).
 
-SQLite is configured for a gallery that promises durability (see `_configure_sqlite`); everything
-dialect-specific lives here, the store's queries are plain SQLAlchemy that both dialects run.
+SQLite is configured for a gallery that promises durability (see `_configure_sqlite`); PostgreSQL for a
+server that outlives database restarts (see `_postgres_engine`). Everything dialect-specific lives here,
+the store's queries and the Alembic migrations are plain SQLAlchemy that both dialects run.
 """
 
 from __future__ import annotations
@@ -16,13 +17,26 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from faceid.indexer.errors import FailedPrecondition
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 5000
+
+# PostgreSQL: how long to wait for a connection (the server down or unreachable fails within this), the
+# pool of one process (RPC worker threads + index loads), and how long a request waits for a free slot.
+CONNECT_TIMEOUT_S = 5
+POOL_SIZE = 10
+POOL_MAX_OVERFLOW = 10
+POOL_TIMEOUT_S = 10
+# Key of the transaction-level advisory lock that serialises migrations of servers starting together.
+_MIGRATION_LOCK_KEY = 0x46414345_4944  # "FACEID"
+# SQLSTATEs of a transaction PostgreSQL aborted to resolve a conflict: the same work may simply be retried.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 
 # Execution option that marks a connection as the start of a write transaction (see `_begin`).
 WRITE_OPTION = "faceid_write"
@@ -36,8 +50,67 @@ def create_database_engine(url: str) -> Engine:
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin)
         return engine
-    # A server outlives database restarts: test pooled connections before use instead of failing a request.
+    if parsed.get_backend_name() == "postgresql":
+        return _postgres_engine(parsed)
+    # Other dialects: SQLAlchemy's defaults, plus the pre-ping that lets a server outlive a database restart.
     return create_engine(parsed, pool_pre_ping=True)
+
+
+def _postgres_engine(url: URL) -> Engine:
+    """A pooled PostgreSQL engine that survives the database going away and coming back.
+
+    - pool_pre_ping: a pooled connection is tested before use, so after a database restart the first
+      request gets a fresh connection instead of "server closed the connection unexpectedly".
+    - connect_timeout: an unreachable server fails a request within seconds (UNAVAILABLE), not minutes.
+    - TCP keepalives: a connection to a host that vanished (no FIN/RST) is noticed and dropped.
+    Isolation stays READ COMMITTED (PostgreSQL's default); races between servers are resolved by the
+    unique constraints and the retries in `store.writes`, and readers ask for snapshots (`read_engine`).
+    None of SQLite's pragmas apply: foreign keys are always enforced and every commit is WAL-fsynced by
+    the server (synchronous_commit, fsync: the database administrator's settings).
+    """
+    connect_args = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "application_name": "faceid",
+    }
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_MAX_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT_S,
+        connect_args=connect_args,
+    )
+
+
+def read_engine(engine: Engine) -> Engine:
+    """The engine to read with: on PostgreSQL each read transaction sees one snapshot (REPEATABLE READ),
+    as SQLite's read transactions do in WAL mode; a read-only transaction there never fails to serialise."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ")
+    return engine
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """A database error that says "not now" rather than "wrong": down, unreachable, locked, pool exhausted,
+    a connection lost mid-call, or a transaction aborted by a conflict. Callers retry; nothing was written."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def is_retryable_conflict(exc: BaseException) -> bool:
+    """PostgreSQL aborted the statement to break a deadlock or a serialization conflict (retry the step)."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to the database (raises what the driver raises when it is unreachable)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -123,6 +196,10 @@ def upgrade_database(target: str | Engine, revision: str = "head") -> str:
         config = alembic_config()
         with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn, _foreign_keys_suspended(conn):
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # Several servers starting against one new database would run the same CREATE TABLEs;
+                    # the first takes this lock and migrates, the others wait and then find the schema at head.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)
                 _check_foreign_keys(conn)  # inside the transaction: a bad migration rolls back

@@ -1,8 +1,10 @@
 """GalleryStore: the gallery's source of truth, one domain method = one transaction (a unit of work).
 
 Writes go through one path: an in-process lock around write transactions (plus BEGIN IMMEDIATE on SQLite,
-so another process waits for the write lock instead of failing), each commit atomic. Reads run
-concurrently, each in its own snapshot. A face is acknowledged only after its transaction committed; the
+so another process waits for the write lock instead of failing; on PostgreSQL, where other servers write
+at the same time, unique constraints and row locks settle races, see store.writes), each commit atomic.
+Reads run concurrently, each in its own snapshot. A database that is down, unreachable or locked surfaces
+as `Unavailable` (retry), never as a driver exception. A face is acknowledged only after its transaction committed; the
 vector index is derived from these rows (see faceid.indexer.vector_index).
 """
 
@@ -10,24 +12,29 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import Engine, delete, func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from faceid.indexer.errors import AlreadyExists, InvalidRequest, Unavailable, UnknownFace, UnknownIdentity
+from faceid.indexer.store.changes import ChangeFeed
 from faceid.indexer.store.database import (
     WRITE_OPTION,
     checkpoint_truncate,
     create_database_engine,
+    is_unreachable,
+    ping,
+    read_engine,
     require_head,
     upgrade_database,
 )
+from faceid.indexer.store.model_switch import ModelSwitch, SourceFace, source_faces, switch_model
 from faceid.indexer.store.models import AuditEntry, Face, Identity, ModelCalibration, Thumbnail, utcnow
 from faceid.indexer.store.records import (
     AddStatus,
@@ -83,6 +90,7 @@ class GalleryStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._read_engine = read_engine(engine)
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self.write_lock = threading.RLock()
 
@@ -99,6 +107,15 @@ class GalleryStore:
     def close(self) -> None:
         self._engine.dispose()
 
+    def ping(self) -> None:
+        """One round trip to the database; `Unavailable` when it is down or unreachable (health checks)."""
+        try:
+            ping(self._engine)
+        except SQLAlchemyError as exc:
+            if not is_unreachable(exc):
+                raise
+            raise _unavailable(exc) from exc
+
     def __enter__(self) -> GalleryStore:
         return self
 
@@ -111,15 +128,19 @@ class GalleryStore:
             try:
                 with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
                     yield session
-            except OperationalError as exc:
+            except SQLAlchemyError as exc:
+                if not is_unreachable(exc):
+                    raise
                 raise _unavailable(exc) from exc
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
         try:
-            with Session(self._engine) as session, session.begin():
+            with Session(self._read_engine) as session, session.begin():
                 yield session
-        except OperationalError as exc:
+        except SQLAlchemyError as exc:
+            if not is_unreachable(exc):
+                raise
             raise _unavailable(exc) from exc
 
     # ---------------------------------------------------------------- identities
@@ -258,7 +279,8 @@ class GalleryStore:
         with status EXISTING / LABELED / CONFLICT instead of stored twice (see AddStatus).
         """
         with self._write() as session:
-            ident = None if identity_id is None else session.get(Identity, identity_id)
+            # Locked like get_or_create_identity does (see store.writes): one lock order for every writer.
+            ident = None if identity_id is None else session.get(Identity, identity_id, with_for_update=True)
             if identity_id is not None and ident is None:
                 raise UnknownIdentity(f"no identity with id {identity_id}")
             added = store_faces(session, identity_id, faces)
@@ -357,6 +379,16 @@ class GalleryStore:
         with self._read() as session:
             return tuple(FaceRow.of(f) for f in session.scalars(stmt))
 
+    def faces_of_image(self, image_sha256: str, model_id: str) -> tuple[FaceRow, ...]:
+        """The faces stored from one photo (by the sha256 of its bytes) under `model_id`, by id.
+
+        An index range scan: (model_id, image_sha256) lead the unique key. Bulk indexing asks this before
+        analysing a photo again, so that a re-run skips what is already on record.
+        """
+        stmt = select(Face).where(Face.model_id == model_id, Face.image_sha256 == image_sha256).order_by(Face.id)
+        with self._read() as session:
+            return tuple(FaceRow.of(f) for f in session.scalars(stmt))
+
     def embeddings_of_identity(
         self, identity_id: int, model_id: str
     ) -> tuple[NDArray[np.int64], NDArray[np.float32] | None]:
@@ -411,7 +443,7 @@ class GalleryStore:
             # A list of identities is short (a clustering request), unlike the face ids elsewhere.
             stmt = stmt.where(Face.identity_id.in_([int(i) for i in identity_ids]))
         try:
-            with self._engine.connect() as conn, conn.begin():
+            with self._read_engine.connect() as conn, conn.begin():
                 result = conn.execution_options(yield_per=batch).execute(stmt)
                 for part in result.partitions():
                     dims = {row[1] for row in part}
@@ -419,7 +451,9 @@ class GalleryStore:
                         raise ValueError(f"model {model_id!r} has embeddings of several sizes {sorted(dims)}")
                     ids = np.fromiter((row[0] for row in part), dtype=np.int64, count=len(part))
                     yield ids, from_blobs((row[2] for row in part), dims.pop())
-        except OperationalError as exc:
+        except SQLAlchemyError as exc:
+            if not is_unreachable(exc):
+                raise
             raise _unavailable(exc) from exc
 
     def checksum(self, model_id: str) -> Checksum:
@@ -427,12 +461,39 @@ class GalleryStore:
         acc = IdChecksum(model_id)
         stmt = select(Face.id).where(Face.model_id == model_id).order_by(Face.id)
         try:
-            with self._engine.connect() as conn, conn.begin():
+            with self._read_engine.connect() as conn, conn.begin():
                 for part in conn.execution_options(yield_per=100_000).execute(stmt).scalars().partitions():
                     acc.update(np.fromiter(part, dtype=np.int64, count=len(part)))
-        except OperationalError as exc:
+        except SQLAlchemyError as exc:
+            if not is_unreachable(exc):
+                raise
             raise _unavailable(exc) from exc
         return acc.result()
+
+    # ---------------------------------------------------------------- model switch (faceid reindex)
+    def reindex_sources(self, model_id: str) -> list[SourceFace]:
+        """Every face of `model_id` with its box and thumbnail, from one snapshot (see store.model_switch)."""
+        with self._read() as session:
+            return source_faces(session, model_id)
+
+    def switch_model(
+        self,
+        *,
+        source_model: str,
+        target_model: str,
+        replacements: Mapping[int, NewFace],
+        dropped: Sequence[int] = (),
+        actor: str = SYSTEM_ACTOR,
+    ) -> ModelSwitch:
+        """Replace every face of `source_model` by its re-embedded twin under `target_model`, in one transaction."""
+        with self._write() as session:
+            return switch_model(session, source_model=source_model, target_model=target_model,
+                                replacements=replacements, dropped=dropped, actor=actor)
+
+    # ---------------------------------------------------------------- face change log (store.changes)
+    def change_feed(self) -> ChangeFeed:
+        """The face change log, for an index that follows other servers' writes (faceid.indexer.index_follower)."""
+        return ChangeFeed(self._read_engine, self._write_engine)
 
     # ---------------------------------------------------------------- audit and calibration
     def append_audit(
@@ -518,7 +579,8 @@ def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
         yield chunk
 
 
-def _unavailable(exc: OperationalError) -> Unavailable:
+def _unavailable(exc: SQLAlchemyError) -> Unavailable:
     # Locked by another process past busy_timeout, or the database server unreachable: retryable.
-    first_line = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+    orig = getattr(exc, "orig", None) or exc
+    first_line = (str(orig).strip().splitlines() or [type(exc).__name__])[0]
     return Unavailable(f"the gallery database is unavailable ({first_line}); retry shortly")

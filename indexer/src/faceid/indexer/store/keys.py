@@ -10,17 +10,24 @@ keys.add(key_id=..., name="door-camera", scope="read", kdf=..., salt=..., secret
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from faceid.indexer.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
-from faceid.indexer.store.database import WRITE_OPTION, create_database_engine, require_head, upgrade_database
+from faceid.indexer.store.database import (
+    WRITE_OPTION,
+    create_database_engine,
+    is_unreachable,
+    require_head,
+    upgrade_database,
+)
 from faceid.indexer.store.models import ApiKey, utcnow
 from faceid.indexer.store.records import check_name
 from faceid.indexer.store.writes import audit
@@ -55,9 +62,11 @@ class ApiKeyRow:
 class KeyStore:
     """API keys of one gallery database. Thread-safe (each call is its own session and transaction)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, migrate_on_first_use: bool = False) -> None:
         self._engine = engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        self._schema_lock = threading.Lock()
+        self._migrate_pending = migrate_on_first_use
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> KeyStore:
@@ -73,6 +82,12 @@ class KeyStore:
             raise
         return cls(engine)
 
+    @classmethod
+    def open_when_reachable(cls, url: str) -> KeyStore:
+        """For a server starting while its database is unreachable: no connection now; the first call that
+        reaches the database migrates it (like `open`), calls before that get `Unavailable`."""
+        return cls(create_database_engine(url), migrate_on_first_use=True)
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -82,15 +97,27 @@ class KeyStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _ensure_schema(self) -> None:
+        if not self._migrate_pending:
+            return
+        with self._schema_lock:
+            if self._migrate_pending:
+                upgrade_database(self._engine)
+                self._migrate_pending = False
+
     @contextmanager
     def _session(self, *, write: bool) -> Iterator[Session]:
         try:
+            self._ensure_schema()
             with Session(self._write_engine if write else self._engine, expire_on_commit=False) as session:
                 with session.begin():
                     yield session
-        except OperationalError as exc:
-            first_line = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
-            raise Unavailable(f"the key store is unavailable ({first_line}); retry shortly") from exc
+        except SQLAlchemyError as exc:
+            if not is_unreachable(exc):
+                raise
+            orig = getattr(exc, "orig", None) or exc
+            first_line = (str(orig).strip().splitlines() or [type(exc).__name__])[0]
+            raise Unavailable(f"the gallery database (API keys) is unavailable ({first_line}); retry shortly") from exc
 
     # ------------------------------------------------------------------------------------- writes
     def add(

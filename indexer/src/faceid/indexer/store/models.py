@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     Dialect,
     Float,
@@ -124,6 +125,28 @@ class Face(Base):
     by2: Mapped[int] = mapped_column(Integer)
     detection_probability: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FaceChange(Base):
+    """One add or remove of a face vector: the change log that other servers' in-memory indexes follow.
+
+    Written by database triggers on `faces` (migration 0003), so every insert and delete, including the
+    ON DELETE CASCADE of an identity erase, lands here in the same transaction: a committed face change is
+    never missing from the log. Holds ids only, no personal data (an erase leaves nothing readable here).
+    `seq` increases with every change; with several PostgreSQL writers seqs can COMMIT out of order
+    (see faceid.indexer.index_follower for how followers handle that). A migration that rebuilds `faces`
+    (SQLite batch mode) drops its triggers and must create them again.
+    """
+
+    __tablename__ = "face_changes"
+    # AUTOINCREMENT on SQLite: a seq is never handed out twice, even after the newest rows are pruned.
+    __table_args__ = (CheckConstraint("op IN ('add', 'remove')", name="op"), {"sqlite_autoincrement": True})
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    op: Mapped[str] = mapped_column(String(8))
+    face_id: Mapped[int] = mapped_column(BigInteger)  # no foreign key: a removed face's row is gone
+    model_id: Mapped[str] = mapped_column(String(MAX_MODEL_ID_LENGTH))
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class Thumbnail(Base):

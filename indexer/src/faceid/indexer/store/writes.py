@@ -1,8 +1,15 @@
 """The write steps that GalleryStore's units of work are made of (each runs inside the caller's transaction).
 
 Races between servers sharing one PostgreSQL database (two enrol the same new identity or the same image at
-once) end in one row: the unique constraints refuse the second INSERT, its savepoint rolls back, and the
-step is retried once the winner's row is visible. Within one process writes are serialised anyway.
+once) end in one row and no error: the unique constraints refuse the second INSERT (PostgreSQL makes it wait
+for the first transaction, then fails it), its savepoint rolls back, and the step is retried; under READ
+COMMITTED the retry's SELECT sees the winner's row, so it is reported EXISTING / LABELED / CONFLICT like any
+face stored earlier. Writers of one identity take its row first (SELECT ... FOR UPDATE; nothing on
+SQLite), so they queue instead of locking each other's faces in opposite orders; a deadlock PostgreSQL
+still finds (two identities, overlapping photos in opposite orders) is retried like a lost race. Labeling
+an unlabeled face only happens while it is still unlabeled (a conditional UPDATE), so two servers naming
+the same face never overwrite each other. Within one process writes are serialised anyway, and on
+SQLite BEGIN IMMEDIATE serialises processes.
 """
 
 from __future__ import annotations
@@ -11,14 +18,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from faceid.indexer.errors import Unavailable
+from faceid.indexer.store.database import is_retryable_conflict
 from faceid.indexer.store.models import AuditEntry, Face, Identity, Thumbnail, utcnow
 from faceid.indexer.store.records import AddStatus, FaceAdded, NewFace, box_key
 from faceid.indexer.store.vectors import to_blob
 
-_RACE_RETRIES = 3
+_RACE_RETRIES = 5
 _IN_CHUNK = 500
 
 _Key = tuple[str, str, int, int, int, int]  # NewFace.key: model, image sha256, rounded box
@@ -27,7 +36,8 @@ _Key = tuple[str, str, int, int, int, int]  # NewFace.key: model, image sha256, 
 def get_or_create_identity(session: Session, name: str, metadata: dict[str, str]) -> tuple[Identity, bool]:
     """The identity called `name` (created if missing) with `metadata` merged in; (identity, created)."""
     for attempt in range(_RACE_RETRIES):
-        ident = session.scalar(select(Identity).where(Identity.name == name))
+        # FOR UPDATE: a writer of this identity holds its row before it inserts faces (see module docstring).
+        ident = session.scalar(select(Identity).where(Identity.name == name).with_for_update())
         if ident is not None:
             merged = {**ident.metadata_, **metadata}
             if merged != ident.metadata_:
@@ -39,10 +49,19 @@ def get_or_create_identity(session: Session, name: str, metadata: dict[str, str]
                 session.add(ident)
                 session.flush()
             return ident, True
-        except IntegrityError:
-            if attempt == _RACE_RETRIES - 1:
+        except DBAPIError as exc:
+            if not _lost_race(exc) or attempt == _RACE_RETRIES - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+class _LabelRace(Exception):
+    """An unlabeled face got labeled by another server between our SELECT and our UPDATE."""
+
+
+def _lost_race(exc: DBAPIError) -> bool:
+    # Another transaction stored the same unique key first, or PostgreSQL broke a lock cycle with us.
+    return isinstance(exc, IntegrityError) or is_retryable_conflict(exc)
 
 
 def store_faces(session: Session, identity_id: int | None, faces: Sequence[NewFace]) -> list[FaceAdded]:
@@ -51,10 +70,12 @@ def store_faces(session: Session, identity_id: int | None, faces: Sequence[NewFa
         try:
             with session.begin_nested():
                 return _store_batch(session, identity_id, faces)
-        except IntegrityError:
-            # Another server stored some of these keys after our SELECT; their rows are visible on retry.
-            if attempt == _RACE_RETRIES - 1:
+        except (DBAPIError, _LabelRace) as exc:
+            # Another server stored or labeled some of these faces after our SELECT; visible on retry.
+            if isinstance(exc, DBAPIError) and not _lost_race(exc):
                 raise
+            if attempt == _RACE_RETRIES - 1:
+                raise Unavailable("other servers kept changing these faces meanwhile; retry the request") from exc
     raise AssertionError("unreachable")
 
 
@@ -89,7 +110,11 @@ def _store_batch(session: Session, identity_id: int | None, faces: Sequence[NewF
             results.append(FaceAdded(face_id, AddStatus.CONFLICT, owner))
     for start in range(0, len(to_label), _IN_CHUNK):
         chunk = to_label[start : start + _IN_CHUNK]
-        session.execute(update(Face).where(Face.id.in_(chunk)).values(identity_id=identity_id))
+        # Only faces still unlabeled: if another server labeled one meanwhile, fewer rows change and the
+        # whole step is retried, now seeing that face's owner (CONFLICT or EXISTING instead of LABELED).
+        stmt = update(Face).where(Face.id.in_(chunk), Face.identity_id.is_(None)).values(identity_id=identity_id)
+        if session.execute(stmt).rowcount != len(chunk):
+            raise _LabelRace()
     return results
 
 

@@ -22,16 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from faceid.indexer.errors import AlreadyExists, ChecksumMismatch, InvalidRequest, ModelMissing
+from faceid.indexer.errors import AlreadyExists, ChecksumMismatch, InvalidRequest
 from faceid.indexer.models.download import sha256_file
-from faceid.indexer.models.spec import ModelSpec, WeightFile
+from faceid.indexer.models.spec import ModelSpec
+from faceid.indexer.models.trained import CARD_FILE, HEAD_KIND, read_card, trained_model_spec
 from faceid.indexer.training.siamese import SiameseVerifier
 
 MODEL_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 WEIGHTS_FILE = "model-00001-of-00001.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 HEAD_FILE = "head.safetensors"
-CARD_FILE = "card.json"
 SUMS_FILE = "SHA256SUMS"
 
 
@@ -104,14 +104,6 @@ def save_embedding_model(
     return _atomic_folder(Path(root), model_id, overwrite, write)
 
 
-def trained_model_spec(folder: Path) -> ModelSpec:
-    """The `ModelSpec` of a model folder written by `save_embedding_model` (files with their sha256)."""
-    card = _read_card(folder, "embedding-model")
-    spec = dict(card["spec"])
-    spec["files"] = tuple(WeightFile(f["file"], f["sha256"], f["bytes"]) for f in card["weights"]["files"])
-    return ModelSpec(**spec)
-
-
 def save_siamese_head(
     verifier: SiameseVerifier, base_model: str, model_id: str, root: Path, *, training: dict[str, Any],
     overwrite: bool = False,
@@ -150,7 +142,7 @@ def load_siamese_head(folder: Path) -> tuple[SiameseVerifier, str]:
     """(verifier, base model id) from a folder written by `save_siamese_head`, sha256 checked first."""
     from safetensors.numpy import load_file
 
-    card = _read_card(folder, "siamese-verifier")
+    card = read_card(folder, HEAD_KIND)
     (entry,) = card["weights"]["files"]
     path = Path(folder) / entry["file"]
     if sha256_file(path) != entry["sha256"]:
@@ -177,17 +169,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
-def _read_card(folder: Path, kind: str) -> dict[str, Any]:
-    path = Path(folder) / CARD_FILE
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelMissing(f"{folder} holds no {CARD_FILE}: not a faceid model folder") from None
-    if card.get("kind") != kind:
-        raise InvalidRequest(f"{path} describes a {card.get('kind')!r}, expected a {kind!r}")
-    return card
 
 
 def _atomic_folder(root: Path, model_id: str, overwrite: bool, write: Any) -> Path:

@@ -1,0 +1,136 @@
+"""A real server under the conditions that decide its availability and fairness (one module-scoped server).
+
+- Health is NOT_SERVING while Admin.CheckIndex rebuilds the vector index, SERVING again afterwards. The
+  index is made to drift from the store (a face removed from it, as a lost update would), then CheckIndex
+  repairs it. To observe the state *during* the rebuild without racing a sub-second operation, the test
+  gates the index's real `rebuild_from` on an event: the rebuild starts, health is read from another
+  channel, then the rebuild is let go.
+- A unary Enroll is interactive accelerator work (its caller waits, like a Verify's); only EnrollStream
+  is bulk. Measured by the server's scheduler counters.
+- Concurrent Identify calls share detection and embedding batches: while the test holds the accelerator,
+  the calls pile up in the interactive micro-batcher and then run as (at most) two batches.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+from conftest import person_photos
+from faceid.server import RunningServer
+from faceid.server.scheduler import Priority
+from faceid.v1 import admin_pb2, admin_pb2_grpc
+from faceid.v1 import faceid_pb2 as pb
+from faceid.v1 import faceid_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from server_harness import served
+
+pytestmark = pytest.mark.slow
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICES = ("", "faceid.v1.FaceId", "faceid.v1.Admin")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with served(tmp_path_factory.mktemp("health") / "faceid.db") as running:
+        yield running
+
+
+def _health(address: str) -> dict[str, int]:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return {name: stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status for name in SERVICES}
+
+
+def test_health_is_not_serving_during_an_index_rebuild(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = server.wait_ready(1)
+    with grpc.insecure_channel(server.address) as channel:
+        faceid, admin = pb_grpc.FaceIdStub(channel), admin_pb2_grpc.AdminStub(channel)
+        photos = [p.read_bytes() for p in person_photos("junichiro_koizumi")[:2]]
+        enrolled = faceid.Enroll(pb.EnrollRequest(identity="junichiro_koizumi", images=photos), timeout=120)
+        assert _health(server.address) == dict.fromkeys(SERVICES, SERVING)
+
+        # The index drifts from the store. The change-log follower re-applies log entries it has not read
+        # yet (the enrolment's may be one of them), so tamper until a check-only call sees the drift.
+        for _ in range(5):
+            engine.index.remove([enrolled.results[0].face_id])
+            if not admin.CheckIndex(admin_pb2.CheckIndexRequest(check_only=True), timeout=60).consistent_before:
+                break
+        else:
+            pytest.fail("could not make the index differ from the store")
+        started, release = threading.Event(), threading.Event()
+        real_rebuild: Callable[..., int] = engine.index.rebuild_from
+
+        def gated_rebuild(*args: Any, **kwargs: Any) -> int:
+            started.set()
+            assert release.wait(60), "the test never released the rebuild"
+            return real_rebuild(*args, **kwargs)
+
+        monkeypatch.setattr(engine.index, "rebuild_from", gated_rebuild)
+        with ThreadPoolExecutor(1) as pool:
+            repair = pool.submit(admin.CheckIndex, admin_pb2.CheckIndexRequest(), timeout=120)
+            try:
+                assert started.wait(60), "CheckIndex did not start a rebuild"
+                during = _health(server.address)
+            finally:
+                release.set()
+            answer = repair.result(120)
+
+        assert during == dict.fromkeys(SERVICES, NOT_SERVING)
+        assert not answer.consistent_before and answer.rebuilt and answer.consistent
+        assert answer.vectors == answer.store_faces == 2
+        assert _health(server.address) == dict.fromkeys(SERVICES, SERVING)
+        # A consistent index is only checked: no rebuild, and health never leaves SERVING.
+        started.clear()
+        again = admin.CheckIndex(admin_pb2.CheckIndexRequest(), timeout=60)
+        assert again.consistent_before and not again.rebuilt and not started.is_set()
+        assert _health(server.address) == dict.fromkeys(SERVICES, SERVING)
+
+
+def _runs(server: RunningServer) -> dict[str, int]:
+    return server.scheduler.stats().runs
+
+
+def test_unary_enroll_is_interactive_and_enroll_stream_is_bulk(server: RunningServer) -> None:
+    photos = [p.read_bytes() for p in person_photos("kit_harington")]
+    with grpc.insecure_channel(server.address) as channel:
+        faceid = pb_grpc.FaceIdStub(channel)
+        before = _runs(server)
+        faceid.Enroll(pb.EnrollRequest(identity="kit_harington", images=photos[:2]), timeout=120)
+        after_unary = _runs(server)
+        streamed = list(faceid.EnrollStream(iter([pb.EnrollStreamRequest(identity="kit_harington", image=photos[2])]), timeout=120))
+        after_stream = _runs(server)
+        faceid.DeleteIdentity(pb.DeleteIdentityRequest(name="kit_harington"), timeout=60)
+    assert streamed[0].result.status == pb.IMAGE_STATUS_STORED
+    assert after_unary["INTERACTIVE"] > before["INTERACTIVE"] and after_unary["BULK"] == before["BULK"]
+    assert after_stream["BULK"] > after_unary["BULK"] and after_stream["INTERACTIVE"] == after_unary["INTERACTIVE"]
+
+
+def test_concurrent_identify_calls_share_batches(server: RunningServer) -> None:
+    engine = server.wait_ready(1)
+    batcher = engine.pipeline.batcher("interactive")
+    photos = [p.read_bytes() for p in person_photos("rose_leslie")]
+    queries = [photos[i % len(photos)] for i in range(6)]
+    with grpc.insecure_channel(server.address) as channel:
+        faceid = pb_grpc.FaceIdStub(channel)
+        faceid.Enroll(pb.EnrollRequest(identity="rose_leslie", images=photos[:1]), timeout=120)
+        submitted, batches, items = batcher.submitted, batcher.batches, batcher.items
+        with ThreadPoolExecutor(len(queries)) as pool:
+            with server.scheduler.hold(Priority.INTERACTIVE):  # the accelerator is busy: calls must wait
+                answers = [pool.submit(faceid.Identify, pb.IdentifyRequest(image=q), timeout=120) for q in queries]
+                deadline = time.monotonic() + 60
+                while batcher.submitted - submitted < len(queries):  # every call's photo is handed in
+                    assert time.monotonic() < deadline, "the Identify calls never reached the batcher"
+                    time.sleep(0.01)
+            named = [a.result(120).faces[0].identity for a in answers]
+        faceid.DeleteIdentity(pb.DeleteIdentityRequest(name="rose_leslie"), timeout=60)
+    assert named == ["rose_leslie"] * len(queries)
+    assert batcher.items - items == len(queries)
+    # The batcher may have taken the first photo(s) before the rest arrived; everything else is one batch.
+    assert batcher.batches - batches <= 2
