@@ -13,8 +13,6 @@ Progress bars (tqdm, on stderr) show detection, embedding and training epochs (l
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -23,10 +21,9 @@ from types import ModuleType
 from typing import Annotated, Any
 
 import typer
+from faceid.client.cli_common import EXIT_REQUEST, EXIT_SERVER, Json, print_json
 from rich.console import Console
 
-EXIT_FAILED = 1
-EXIT_REQUEST = 2
 DEFAULT_MODEL = "facenet-20170512-128d"  # the engine's default; repeated here so --help works without it
 INSTALL_HINT = (
     "this command runs the face engine locally and needs the faceid-indexer package (torch, facenet-pytorch): "
@@ -73,7 +70,6 @@ ModelDir = Annotated[
     typer.Option(help="folder of model folders, searched before $FACEID_MODEL_DIR and the user cache"),
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="where the engine runs (auto: CUDA when present)")]
-Json = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars on stderr")]
 Folder = Annotated[
     Path, typer.Argument(exists=True, file_okay=False, help="folder of per-person folders (one per identity)")
@@ -111,14 +107,10 @@ def _engine_errors(as_json: bool) -> Iterator[None]:
                            | errors.FailedPrecondition)
         code = type(exc).__name__
         if as_json:
-            _print_json({"error": {"code": code, "message": str(exc)}})
+            print_json({"error": {"code": code, "message": str(exc)}})
         else:
             Console(stderr=True).print(f"[bold red]error[/] {code}: {exc}", highlight=False)
-        raise typer.Exit(EXIT_REQUEST if fault else EXIT_FAILED) from None
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        raise typer.Exit(EXIT_REQUEST if fault else EXIT_SERVER) from None
 
 
 def _echo(text: str) -> None:
@@ -163,7 +155,7 @@ def eval_pairs(
     if as_json:
         report = to_jsonable(ev.report)
         report.pop("roc", None)  # thousands of points: the PNG (--roc) shows them
-        _print_json({"model": ev.model_id, "pairs": ev.n_pairs, "pairs_evaluated": len(ev.distances.pairs),
+        print_json({"model": ev.model_id, "pairs": ev.n_pairs, "pairs_evaluated": len(ev.distances.pairs),
                      "report": report, "detection_failures": _failures(ev.failures),
                      "pairs_skipped": len(ev.skipped), "roc_png": str(roc) if roc else None})
         return
@@ -197,7 +189,7 @@ def eval_identify(
     from faceid.indexer.evaluation import format_identification_evaluation, to_jsonable
 
     if as_json:
-        _print_json({"model": ev.model_id, "splits": ev.n_splits, "gallery_sizes": list(ev.gallery_sizes),
+        print_json({"model": ev.model_id, "splits": ev.n_splits, "gallery_sizes": list(ev.gallery_sizes),
                      "report": to_jsonable(ev.report), "detection_failures": _failures(ev.failures)})
         return
     _echo(format_identification_evaluation(ev))
@@ -227,7 +219,7 @@ def calibrate(
                                     progress=progress)
     c = out.calibration
     if as_json:
-        _print_json({"calibration": c.to_dict(), "stored_in": out.stored_in,
+        print_json({"calibration": c.to_dict(), "stored_in": out.stored_in,
                      "detection_failures": _failures(out.evaluation.failures)})
         return
     where = f"stored for {c.model_id} in {out.stored_in}" if out.stored_in else "not stored (no --database)"
@@ -274,7 +266,7 @@ def train_triplet(
                                         progress=progress)
     history = out.result.history
     if as_json:
-        _print_json({"model_id": out.model_id, "folder": str(out.folder), "tau": out.tau,
+        print_json({"model_id": out.model_id, "folder": str(out.folder), "tau": out.tau,
                      "best_epoch": out.result.best_epoch, "history": [vars(h) for h in history],
                      "detection_failures": _failures(out.failures)})
         return
@@ -312,7 +304,7 @@ def train_siamese(
                                        holdout_by=holdout.value, model_dir=model_dir, out_dir=out_dir,
                                        device=device.value, overwrite=overwrite, seed=seed, progress=progress)
     if as_json:
-        _print_json({"head_id": out.model_id, "folder": str(out.folder), "feature": feature.value,
+        print_json({"head_id": out.model_id, "folder": str(out.folder), "feature": feature.value,
                      "pairs_train": out.n_train_pairs, "pairs_val": out.n_val_pairs,
                      "val_auc_head": out.val_auc_head, "val_auc_distance": out.val_auc_distance,
                      "detection_failures": _failures(out.failures)})
@@ -352,7 +344,7 @@ def reindex(
     if as_json:
         from faceid.indexer.evaluation import to_jsonable
 
-        _print_json(to_jsonable(r))
+        print_json(to_jsonable(r))
         return
     _echo(f"gallery switched from {r.source_model} to {r.target_model}: {r.faces} faces "
           f"({r.from_originals} from original photos, {r.from_thumbnails} from thumbnails), {r.deleted} old rows "

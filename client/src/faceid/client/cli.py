@@ -14,12 +14,8 @@ Exit codes:
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from faceid.client.stylize_cmd import stylize
@@ -27,14 +23,12 @@ from faceid.client.accuracy_cmd import register_accuracy_commands
 from faceid.client.cluster_cmd import register as register_clustering
 from faceid.client.index_cmd import register as register_index
 from faceid.client import types as t
-from faceid.client.client import DEFAULT_SERVER, FaceIdClient
-from faceid.client.connection import ApiKeyOpt, Connection, ServerOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt, connect
-from faceid.client.errors import FaceIdError
+from faceid.client.cli_common import EXIT_REQUEST, Json, print_json, session
+from faceid.client.client import DEFAULT_SERVER
+from faceid.client.connection import ApiKeyOpt, ServerOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt, connect
 from rich.console import Console
 from rich.table import Table
 
-EXIT_SERVER = 1
-EXIT_REQUEST = 2
 
 app = typer.Typer(
     name="faceid",
@@ -47,7 +41,6 @@ app = typer.Typer(
 )
 
 Server = ServerOpt
-Json = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 Timeout = Annotated[float, typer.Option(help="seconds to wait for the answer")]
 Wait = Annotated[float, typer.Option(help="seconds to wait for a starting server to be ready (0 = no wait)")]
 ImagePath = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="photo (JPEG, PNG, WebP)")]
@@ -55,29 +48,6 @@ ImagePath = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable
 
 def _out() -> Console:
     return Console(soft_wrap=True)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-@contextmanager
-def _session(conn: Connection, as_json: bool, timeout: float, wait: float = 0.0) -> Iterator[FaceIdClient]:
-    """A client for one command; failures become a message (or JSON) and the documented exit code."""
-    try:
-        with conn.client(timeout=timeout) as client:
-            if wait > 0:
-                client.wait_ready(wait)
-            yield client
-    except FaceIdError as exc:
-        if as_json:
-            _print_json({"error": {"code": exc.code.name, "message": exc.message}})
-        else:
-            Console(stderr=True).print(f"[bold red]error[/] {exc.code.name}: {exc.message}", highlight=False)
-        raise typer.Exit(EXIT_REQUEST if exc.client_fault else EXIT_SERVER) from None
-    except FileNotFoundError as exc:
-        Console(stderr=True).print(f"[bold red]error[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_REQUEST) from None
 
 
 def _box(face: t.Face) -> str:
@@ -116,10 +86,10 @@ def enroll(
     """Add photos of NAME (created on first use)."""
     policy = t.MultiFacePolicy.LARGEST if largest else t.MultiFacePolicy.REJECT
     metadata = _parse_metadata(meta)
-    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.enroll(name, *images, metadata=metadata, policy=policy)
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         table = Table(title=f"{result.identity} (id {result.identity_id}{', new' if result.created else ''})")
         for column in ("photo", "status", "face id", "detail"):
@@ -154,10 +124,10 @@ def verify(
     """Is the face in IMAGE_A the same person as in IMAGE_B (or as --identity NAME)?"""
     if (image_b is None) == (identity is None):
         raise typer.BadParameter("give a second photo IMAGE_B or --identity NAME (one of them)")
-    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.verify(image_a, image_b, identity=identity, threshold=threshold)
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
         return
     verdict = "[bold green]same person[/]" if result.match else "[bold red]different people[/]"
     target = f"identity {result.identity!r}" if result.identity else str(image_b)
@@ -183,10 +153,10 @@ def identify(
     wait: Wait = 0.0,
 ) -> None:
     """Who is each face in IMAGE?"""
-    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.identify(image, top_k=top_k, threshold=threshold)
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
         return
     table = Table(title=f"{image}: {len(result.faces)} face(s), threshold {result.threshold:.3f}, model {result.model}")
     for column in ("#", "box", "identity", "distance", "similarity", "candidates"):
@@ -211,10 +181,10 @@ def list_identities(
     wait: Wait = 0.0,
 ) -> None:
     """Enrolled identities, by name."""
-    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         identities = client.identities(prefix=prefix)
     if as_json:
-        _print_json([i.to_dict() for i in identities])
+        print_json([i.to_dict() for i in identities])
         return
     table = Table(title=f"{len(identities)} identit{'y' if len(identities) == 1 else 'ies'}")
     for column in ("id", "name", "faces", "updated", "metadata"):
@@ -239,10 +209,10 @@ def delete(
     wait: Wait = 0.0,
 ) -> None:
     """Erase NAME: its record, faces and vectors."""
-    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.delete_identity(name)
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         _out().print(f"deleted {result.identity!r} (id {result.identity_id}) and {result.faces_deleted} face(s)")
 
@@ -259,10 +229,10 @@ def stats(
     wait: Wait = 0.0,
 ) -> None:
     """Gallery size, model, index state and server version."""
-    with _session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
         result = client.stats()
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
         return
     table = Table(show_header=False, title=f"faceid {result.version} at {server}")
     rows = (

@@ -15,8 +15,6 @@ The server remembers its last 8 runs, in memory: after a restart, cluster again.
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,19 +24,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from faceid.client.cli_common import Json, print_json, session
 from faceid.client.client import DEFAULT_SERVER, FaceIdClient
 from faceid.client.cluster_types import ClusterProgress, ClusterResult, ClusterScope
 from faceid.client.connection import ApiKeyOpt, ServerOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt, connect
-from faceid.client.errors import FaceIdError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-EXIT_SERVER = 1
-EXIT_REQUEST = 2
 DEFAULT_MAX_K = 30  # --auto without --max-k: up to this, or faces in scope - 1 when fewer
-
-Json = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 
 
 class ScopeName(str, Enum):
@@ -70,30 +64,6 @@ def parse_target(text: str) -> NameTarget:
     if not parts or not all(p.isdigit() for p in parts):
         raise typer.BadParameter(f"{text!r} is not {hint}")
     return NameTarget(face_ids=tuple(int(p) for p in parts))
-
-
-@contextmanager
-def _client(
-    server: str, api_key: str | None, tls: tuple[Path | None, Path | None, Path | None], as_json: bool, timeout: float
-) -> Iterator[FaceIdClient]:
-    """A client for one command; failures become a message (or JSON) and the documented exit code."""
-    conn = connect(server, api_key=api_key, tls_ca=tls[0], tls_cert=tls[1], tls_key=tls[2])
-    try:
-        with conn.client(timeout=timeout) as client:
-            yield client
-    except FaceIdError as exc:
-        if as_json:
-            _print_json({"error": {"code": exc.code.name, "message": exc.message}})
-        else:
-            Console(stderr=True).print(f"[bold red]error[/] {exc.code.name}: {exc.message}", highlight=False)
-        raise typer.Exit(EXIT_REQUEST if exc.client_fault else EXIT_SERVER) from None
-    except OSError as exc:  # the report could not be written
-        Console(stderr=True).print(f"[bold red]error[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_REQUEST) from None
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 # ------------------------------------------------------------------------------------------- cluster
@@ -131,7 +101,7 @@ def cluster(
     if chosen is ScopeName.identities and not identity:
         raise typer.BadParameter("--scope identities needs at least one --identity NAME")
     err = Console(stderr=True)
-    with _client(server, api_key, (tls_ca, tls_cert, tls_key), as_json, timeout) as client:
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, local_errors=(OSError,)) as client:
         auto_range = None
         if auto:
             auto_range = (min_k, max_k if max_k is not None else _default_max_k(client, chosen, identity))
@@ -147,7 +117,7 @@ def cluster(
             html_path, json_path = write_report(report, data, run.thumbnails)  # type: ignore[arg-type]
             err.print(f"wrote {html_path} and {json_path}", highlight=False)
     if as_json:
-        _print_json(data)
+        print_json(data)
     else:
         _print_summary(run.result)
 
@@ -236,13 +206,13 @@ def name(
     parsed = parse_target(target)
     if unlabeled_only and parsed.cluster is None:
         raise typer.BadParameter("--unlabeled-only applies to a cluster target (RUN:CLUSTER or :CLUSTER)")
-    with _client(server, api_key, (tls_ca, tls_cert, tls_key), as_json, timeout) as client:
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, local_errors=(OSError,)) as client:
         if parsed.cluster is None:
             result = client.name_faces(identity, parsed.face_ids)
         else:
             result = client.name_cluster(identity, parsed.cluster, run_id=parsed.run_id, unlabeled_only=unlabeled_only)
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         Console(soft_wrap=True).print(
             f"named {len(result.face_ids)} face(s) {result.identity!r} (id {result.identity_id}"
@@ -263,10 +233,10 @@ def merge(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 60.0,
 ) -> None:
     """Merge SOURCE into TARGET: every face of SOURCE moves to TARGET, then SOURCE is deleted. Needs a write key."""
-    with _client(server, api_key, (tls_ca, tls_cert, tls_key), as_json, timeout) as client:
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, local_errors=(OSError,)) as client:
         result = client.merge_identities(source, target)
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         Console(soft_wrap=True).print(
             f"merged {source!r} into {result.identity!r}: {len(result.moved_face_ids)} face(s) moved, "

@@ -32,6 +32,7 @@ from typing import Annotated
 
 import typer
 from faceid.client import types as t
+from faceid.client.cli_common import exit_code
 from faceid.client.client import DEFAULT_SERVER, FaceIdClient
 from faceid.client.connection import ApiKeyOpt, ServerOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt, connect
 from faceid.client.errors import FaceIdError
@@ -39,8 +40,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-EXIT_SERVER = 1
-EXIT_REQUEST = 2
 EXIT_INTERRUPTED = 130
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 NO_LABEL = "no_label"  # client-side reason: a photo outside any person folder in labeled mode
@@ -306,7 +305,7 @@ def _fail(err: Console, exc: FaceIdError, as_json: bool, *, printed_json: bool =
     elif not as_json:
         err.print(f"[bold red]error[/] {exc.code.name}: {exc.message}", highlight=False)
         err.print("Photos answered before the error are stored: run the same command again to finish.")
-    raise typer.Exit(EXIT_REQUEST if exc.client_fault else EXIT_SERVER)
+    raise typer.Exit(exit_code(exc))
 
 
 def register(app: typer.Typer) -> None:

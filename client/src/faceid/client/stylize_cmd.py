@@ -15,6 +15,7 @@ from typing import Annotated
 
 import grpc
 import typer
+from faceid.client.cli_common import exit_code
 from faceid.client.client import DEFAULT_SERVER
 from faceid.client.connection import ApiKeyOpt, ServerOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt, connect
 from faceid.client.errors import from_rpc_error
@@ -23,8 +24,6 @@ from faceid.v1 import style_pb2_grpc as pb_grpc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-EXIT_SERVER = 1
-EXIT_REQUEST = 2
 
 
 class Method(str, Enum):
@@ -148,7 +147,7 @@ def stylize(
             exc = from_rpc_error(rpc_error)
             hint = f" (retry in {exc.retry_after_s:g} s)" if getattr(exc, "retry_after_s", None) else ""
             err.print(f"[bold red]error[/] {exc.code.name}: {exc.message}{hint}", highlight=False)
-            raise typer.Exit(EXIT_REQUEST if exc.client_fault else EXIT_SERVER) from None
+            raise typer.Exit(exit_code(exc)) from None
     tmp = output.with_name(output.name + ".part")
     tmp.write_bytes(result.png)
     os.replace(tmp, output)  # never a half-written PNG at the requested path
