@@ -50,6 +50,11 @@ def test_every_rpc_of_every_service_is_in_the_one_table_with_the_issue_s_scopes(
     table = method_scopes()
     missing = [m for m in _all_rpcs() if m not in table]
     assert missing == []
+    # ... and nothing in it that no service serves (a stale entry hides a renamed RPC's real scope)
+    outside = {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
+               "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+               "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"}
+    assert sorted(set(table) - set(_all_rpcs()) - outside) == []
     for method in _all_rpcs():
         service, name = method.strip("/").split("/")
         if service == "faceid.v1.FaceId":
@@ -417,3 +422,16 @@ def test_no_secret_in_logs_or_metrics(secured: Secured) -> None:
     for key in secured.keys.values():
         secret = key.split("_", 2)[2]
         assert secret not in everything and secret[:12] not in everything
+
+
+def test_database_password_never_reaches_logs_or_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from faceid.server.app import _open_key_store
+    from faceid.server.config import Settings
+
+    url = "postgresql+psycopg://faceid:hunter2-secret@127.0.0.1:1/gallery"
+    assert "hunter2-secret" not in Settings(database=url).database_for_logs
+    assert "faceid:***@127.0.0.1:1/gallery" in Settings(database=url).database_for_logs
+    # A database that cannot be opened (not "down": a file in a missing folder) is an error naming it, masked.
+    bad = Settings(database=f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    with caplog.at_level(logging.DEBUG), pytest.raises(OSError, match="cannot open the database sqlite:///"):
+        _open_key_store(bad)

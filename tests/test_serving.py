@@ -1,6 +1,7 @@
 """A real server under the conditions that decide its availability and fairness (one module-scoped server).
 
-- Health is NOT_SERVING while Admin.CheckIndex rebuilds the vector index, SERVING again afterwards. The
+- Health is NOT_SERVING while Admin.CheckIndex rebuilds the vector index, SERVING again afterwards (unless
+  another condition, e.g. the database being away, is still down meanwhile). The
   index is made to drift from the store (a face removed from it, as a lost update would), then CheckIndex
   repairs it. To observe the state *during* the rebuild without racing a sub-second operation, the test
   gates the index's real `rebuild_from` on an event: the rebuild starts, health is read from another
@@ -78,6 +79,8 @@ def test_health_is_not_serving_during_an_index_rebuild(server: RunningServer, mo
             try:
                 assert started.wait(60), "CheckIndex did not start a rebuild"
                 during = _health(server.address)
+                # The database watch sees the database go away meanwhile (as database_health would report it).
+                server.gate.set("database", False)
             finally:
                 release.set()
             answer = repair.result(120)
@@ -85,6 +88,9 @@ def test_health_is_not_serving_during_an_index_rebuild(server: RunningServer, mo
         assert during == dict.fromkeys(SERVICES, NOT_SERVING)
         assert not answer.consistent_before and answer.rebuilt and answer.consistent
         assert answer.vectors == answer.store_faces == 2
+        # The rebuild's end must not hide the database still being away: one gate decides health.
+        assert _health(server.address) == dict.fromkeys(SERVICES, NOT_SERVING)
+        server.gate.set("database", True)
         assert _health(server.address) == dict.fromkeys(SERVICES, SERVING)
         # A consistent index is only checked: no rebuild, and health never leaves SERVING.
         started.clear()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import grpc
 from faceid.indexer import errors
@@ -20,8 +18,7 @@ from faceid.server.auth import Scope, create_key, current_actor
 from faceid.server.lifecycle import EngineSlot
 from faceid.v1 import admin_pb2 as pb
 from faceid.v1 import admin_pb2_grpc as pb_grpc
-from grpc_health.v1 import health_pb2
-from grpc_health.v1.health import HealthServicer
+from faceid.server.index_health import ServingGate
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +28,11 @@ _SCOPE_TO_PROTO = {Scope.READ: pb.API_KEY_SCOPE_READ, Scope.WRITE: pb.API_KEY_SC
 _SCOPE_FROM_PROTO = {v: k for k, v in _SCOPE_TO_PROTO.items()}
 
 
-@dataclass
-class HealthSwitch:
-    """Turns every service's health NOT_SERVING while the index is rebuilt (load balancers move away)."""
-
-    health: HealthServicer
-    services: Sequence[str]
-
-    def set(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", *self.services):
-            self.health.set(name, status)
-
-
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, slot: EngineSlot, keys: KeyStore, health_switch: HealthSwitch | None = None) -> None:
+    def __init__(self, slot: EngineSlot, keys: KeyStore, gate: ServingGate | None = None) -> None:
         self._slot = slot
         self._keys = keys
-        self._health = health_switch
+        self._gate = gate  # the server's one health gate: a rebuild ending never hides a database still away
 
     # -------------------------------------------------------------------------------------- index
     def CheckIndex(self, request: pb.CheckIndexRequest, context: grpc.ServicerContext) -> pb.CheckIndexResponse:
@@ -57,13 +41,13 @@ class AdminServicer(pb_grpc.AdminServicer):
         after, rebuilt = before, False
         if not before.consistent and not request.check_only:
             log.warning("CheckIndex: the index differs from the store; rebuilding (NOT_SERVING meanwhile)")
-            if self._health is not None:
-                self._health.set(False)
+            if self._gate is not None:
+                self._gate.set("index rebuild", False)
             try:
                 after, rebuilt = engine.check_index(rebuild=True), True
             finally:
-                if self._health is not None:
-                    self._health.set(True)
+                if self._gate is not None:
+                    self._gate.set("index rebuild", True)
             engine.store.append_audit(
                 actor=current_actor(), action="index.rebuild", subject=engine.model.id,
                 details={"vectors": after.vectors, "consistent": after.consistent},

@@ -17,12 +17,12 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from faceid.server.admin_servicer import ADMIN_SERVICE, AdminServicer, HealthSwitch
+from faceid.server.admin_servicer import ADMIN_SERVICE, AdminServicer
 from faceid.server.auth import build_interceptor, is_loopback
 from faceid.server.clustering_servicer import register as register_clustering
 from faceid.server.config import Settings
 from faceid.server.database_health import DatabaseWatch, database_down, describe, is_server_database, open_when_reachable
-from faceid.server.index_health import IndexWatch, ServingGate
+from faceid.server.index_health import HealthSwitch, IndexWatch, ServingGate
 from faceid.server.lifecycle import EngineSlot
 from faceid.server.metrics import MetricsInterceptor, MetricsServer, start_metrics
 from faceid.server.scheduler import AcceleratorScheduler, Priority
@@ -65,6 +65,7 @@ class RunningServer:
     scheduler: AcceleratorScheduler
     metrics: MetricsServer
     services: tuple[str, ...]
+    gate: ServingGate  # the only writer of health: SERVING while no condition (engine, database, index...) is down
     keys: KeyStore | None = field(default=None, repr=False)  # API keys (auth.py), closed on stop
     _loader: threading.Thread | None = field(default=None, repr=False)
     _released: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -140,12 +141,14 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
     services = [FACEID_SERVICE, *register_clustering(server, slot), *_register_optional_services(server, settings, scheduler)]
 
     health_servicer = health.HealthServicer()
-    # --- admin (faceid.server.admin_servicer): index check/rebuild flips health while it runs
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(slot, keys, HealthSwitch(health_servicer, services)), server)
     services.append(ADMIN_SERVICE)
+    # NOT_SERVING until the engine has loaded; the watchers and index rebuilds add their own conditions.
+    switch = HealthSwitch(health_servicer, tuple(services))
+    switch.set(False)
+    gate = ServingGate(switch.set, down=("engine",))
+    # --- admin (faceid.server.admin_servicer): index check/rebuild is NOT_SERVING while it runs
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(slot, keys, gate), server)
     # ---
-    for name in ("", *services):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     reflection.enable_server_reflection((*services, health_name, reflection.SERVICE_NAME), server)
@@ -157,7 +160,7 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
     log.info("listening on %s:%d (workers=%d)", host, bound, settings.workers)
     _log_security(settings, auth.describe())
 
-    running = RunningServer(server, bound, host, slot, health_servicer, scheduler, metrics, tuple(services), keys=keys,
+    running = RunningServer(server, bound, host, slot, health_servicer, scheduler, metrics, tuple(services), gate, keys=keys,
                             index_probe_s=settings.index_probe_s)
     if engine is not None:
         _engine_ready(running, engine)
@@ -171,7 +174,6 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
 
 def _open_key_store(settings: Settings) -> KeyStore:
     from faceid.indexer.store import KeyStore
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
@@ -180,10 +182,10 @@ def _open_key_store(settings: Settings) -> KeyStore:
         if is_server_database(settings.database) and database_down(exc):
             # Not a crash loop: serve NOT_SERVING and connect once the database answers (database_health).
             log.error("the database %s is unreachable at start-up (%s): NOT_SERVING until it answers",
-                      make_url(settings.database).render_as_string(hide_password=True), describe(exc))
+                      settings.database_for_logs, describe(exc))
             return KeyStore.open_when_reachable(settings.database)
         first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise OSError(f"cannot open the database {settings.database} (it holds the API keys): {first}") from None
+        raise OSError(f"cannot open the database {settings.database_for_logs} (it holds the API keys): {first}") from None
 
 
 def _add_port(server: grpc.Server, address: str, settings: Settings) -> int:
@@ -208,7 +210,7 @@ def _log_security(settings: Settings, auth: str) -> None:
 
 
 def _load_engine(running: RunningServer, settings: Settings) -> None:
-    log.info("loading model %s and the gallery index (%s)", settings.model, settings.database)
+    log.info("loading model %s and the gallery index (%s)", settings.model, settings.database_for_logs)
     try:
         # Imported here: torch and FAISS load in this thread, while health already answers NOT_SERVING.
         from faceid.indexer.engine import FaceEngine
@@ -245,11 +247,9 @@ def _engine_ready(running: RunningServer, engine: FaceEngine) -> None:
     # The vector index may be away (a Milvus server, at start-up or later): health follows it (index_health),
     # and the watchers share one gate, so SERVING needs the database and the index both.
     index_ok = engine.probe_index()
-    gate = ServingGate(HealthSwitch(running.health, running.services).set, serving=index_ok)
+    gate = running.gate
     gate.set("vector index", index_ok)
-    serving = health_pb2.HealthCheckResponse.SERVING if index_ok else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", *running.services):
-        running.health.set(name, serving)
+    gate.set("engine", True)
     if not running._stopping.is_set():
         running.index_watch = IndexWatch(
             engine.probe_index, lambda ok: gate.set("vector index", ok), ok=index_ok, interval=running.index_probe_s

@@ -258,6 +258,13 @@ class Settings(BaseSettings):
     def host_port(self) -> tuple[str, int]:
         return split_host_port(self.listen)
 
+    @property
+    def database_for_logs(self) -> str:
+        """The database URL with any password masked: the only form of it in logs and error messages."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database).render_as_string(hide_password=True)
+
     def export_environment(self) -> None:
         """Make `model_dir` visible to faceid.indexer.models, which reads FACEID_MODEL_DIR."""
         if self.model_dir is not None:

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import HealthServicer
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +26,14 @@ PROBE_INTERVAL_S = 2.0
 
 
 class ServingGate:
-    """Health is SERVING exactly while no named condition is failing ("database", "vector index", ...)."""
+    """Health is SERVING exactly while no named condition is failing ("engine", "database", "vector index",
+    "index rebuild", ...). Every writer of health goes through one gate: a rebuild ending, or one watcher
+    coming back, never turns SERVING while another condition is still down."""
 
-    def __init__(self, set_serving: Callable[[bool], None], *, serving: bool = True) -> None:
+    def __init__(self, set_serving: Callable[[bool], None], *, down: Iterable[str] = ()) -> None:
         self._set_serving = set_serving
-        self._down: set[str] = set()
-        self._serving = serving
+        self._down: set[str] = set(down)
+        self._serving = not self._down
         self._lock = threading.Lock()
 
     def set(self, condition: str, ok: bool) -> None:
@@ -45,6 +51,19 @@ class ServingGate:
     def down(self) -> frozenset[str]:
         with self._lock:
             return frozenset(self._down)
+
+
+@dataclass(frozen=True)
+class HealthSwitch:
+    """Sets every service's health (and the server's, "") SERVING or NOT_SERVING; driven by a ServingGate."""
+
+    health: HealthServicer
+    services: Sequence[str]
+
+    def set(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.services):
+            self.health.set(name, status)
 
 
 class IndexWatch:
