@@ -364,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", help="HOST:PORT of a running server on loopback (default: spawn one)")
     parser.add_argument("--servers", help="HOST:PORT,HOST:PORT,... running servers sharing one gallery; calls go round-robin")
     parser.add_argument("--spawn", type=int, default=1, help="servers to spawn on one SQLite gallery (default 1)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="spawned servers' CPU inference threads (default: the cores split between them)")
     parser.add_argument("--api-key", default=os.environ.get("FACEID_API_KEY"), help="sent as x-api-key")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rate", type=float, default=5.0, help="open loop: requests per second")
@@ -389,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not 1 <= args.spawn <= 8:
             raise SystemExit("--spawn must be 1..8")
-        threads = 0 if args.spawn == 1 else max(1, (os.cpu_count() or 1) // args.spawn)
+        threads = args.torch_threads if args.torch_threads is not None else (
+            0 if args.spawn == 1 else max(1, (os.cpu_count() or 1) // args.spawn))
         spawned = [spawn_server(workdir, f"server{i}", threads) for i in range(args.spawn)]
         processes = [p for p, _ in spawned]
         addresses = [a for _, a in spawned]
