@@ -261,6 +261,35 @@ def code_of(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
     return C.OK
 
 
+def test_the_server_requires_keys_beyond_loopback_unless_told_insecure(tmp_path: Path) -> None:
+    """The default rule end to end: the same server, no key in the database, on 0.0.0.0 and on 127.0.0.1.
+
+    The model id is unknown, so the engine fails to load at once (no minute of loading): a call that passes
+    the auth interceptor reaches the servicer and gets UNAVAILABLE, one that does not gets UNAUTHENTICATED.
+    """
+    from faceid.server import create_server
+    from faceid.server.cli import load_settings
+    from server_harness import server_settings
+
+    def get_stats_code(listen: str, mode: str | None) -> grpc.StatusCode:
+        auth_settings = {} if mode is None else {"auth": {"mode": mode}}
+        running = create_server(server_settings(tmp_path / "open.db", listen=listen, model="no-such-model-auth-test",
+                                                **auth_settings))
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                return code_of(lambda: pb_grpc.FaceIdStub(channel).GetStats(pb.GetStatsRequest(), timeout=10))
+        finally:
+            running.stop(0)
+
+    assert get_stats_code("0.0.0.0:0", None) is C.UNAUTHENTICATED  # beyond loopback: on by default
+    assert get_stats_code("0.0.0.0:0", "disabled") is C.UNAVAILABLE  # --insecure-no-auth: let through
+    assert get_stats_code("127.0.0.1:0", None) is C.UNAVAILABLE  # loopback without any key: open
+    assert get_stats_code("127.0.0.1:0", "required") is C.UNAUTHENTICATED  # --auth
+    # The CLI flags map onto those modes (`faceid-server --insecure-no-auth` / `--auth`).
+    assert load_settings(auth_mode="disabled").auth.mode == "disabled"
+    assert load_settings(auth_mode=None).auth.mode == "auto"
+
+
 @pytest.mark.slow
 def test_without_a_valid_key_everything_but_health_is_unauthenticated(secured: Secured) -> None:
     f, a = secured.faceid, secured.admin

@@ -218,6 +218,32 @@ def test_malformed_requests(target: Target, call: Callable[[pb_grpc.FaceIdStub],
     target.assert_rejected(lambda: call(target.faceid), C.INVALID_ARGUMENT)
 
 
+@pytest.mark.parametrize(
+    ("metadata", "needle"),
+    [
+        ({f"k{i}": "v" for i in range(65)}, "65 metadata entries"),  # at most 64
+        ({"k" * 65: "v"}, "metadata key"),  # keys: 1..64 printable characters
+        ({"": "v"}, "metadata key"),
+        ({"bad\u200bkey": "v"}, "metadata key"),
+        ({"note": "v" * 1025}, "metadata value"),  # values: at most 1024 characters
+        ({"note": "line\x07bell"}, "metadata value"),
+    ],
+    ids=["65-entries", "long-key", "empty-key", "invisible-key", "long-value", "control-value"],
+)
+def test_metadata_bounds(target: Target, metadata: dict[str, str], needle: str) -> None:
+    """Checked before the photo is even decoded: the enrolled person and a new one alike, unary and streamed."""
+    for name in (ENROLLED, f"new-{uuid.uuid4().hex[:8]}"):
+        target.assert_rejected(
+            lambda: target.faceid.Enroll(pb.EnrollRequest(identity=name, images=[OBAMA], metadata=metadata)),
+            C.INVALID_ARGUMENT,
+            needle,
+        )
+    before = target.snapshot()
+    streamed = list(target.faceid.EnrollStream(iter([pb.EnrollStreamRequest(identity=ENROLLED, image=OBAMA, metadata=metadata)])))
+    assert [r.result.status for r in streamed] == [pb.IMAGE_STATUS_INVALID] and needle in streamed[0].result.message
+    assert target.snapshot() == before
+
+
 # ------------------------------------------------------------------------- top_k, threshold
 
 

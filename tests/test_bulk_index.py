@@ -1,5 +1,6 @@
 """`faceid index` against a real server on real photos: labels from folders, a manifest or none; idempotent,
-resumable after Ctrl-C, SIGKILL and a server restart; every rejected photo in the CSV with its reason.
+resumable after Ctrl-C, SIGKILL and a server stopped mid-run and restarted; every rejected photo in the CSV
+with its reason; thumbnails on by default, sized or turned off by the server's setting.
 
 The store is read straight from the SQLite file: a face is (identity name or None, image sha256, box).
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import shutil
 import signal
@@ -70,6 +72,21 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
     return w * h / (area - w * h)
+
+
+def thumbnail_sizes(db: Path) -> dict[int, tuple[int, int]]:
+    """face id -> (width, height) of its stored JPEG thumbnail."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT face_id, jpeg FROM thumbnails").fetchall()
+    finally:
+        con.close()
+    sizes = {}
+    for face_id, jpeg in rows:
+        with Image.open(io.BytesIO(jpeg)) as im:
+            assert im.format == "JPEG"
+            sizes[int(face_id)] = im.size
+    return sizes
 
 
 def face_count(db: Path) -> int:
@@ -162,8 +179,13 @@ def _accepted(folder: Path) -> set[str]:
 def reference(server: RunningServer, collection: Path, tmp_path_factory: pytest.TempPathFactory) -> list[FaceKey]:
     """The labeled folder indexed once, uninterrupted, on a fresh gallery: the store every other run must reach."""
     rejected = tmp_path_factory.mktemp("ref") / "rejected.csv"
+    batcher = server.slot.peek().pipeline.batcher("bulk")  # type: ignore[union-attr]
+    batches, items = batcher.batches, batcher.items
     summary = run_cli(str(collection / "labeled"), "--server", server.address, "--rejected", str(rejected))
     assert summary["stored"] == 10 and summary["faces_stored"] == 10 and not summary["interrupted"]
+    # One stream's photos share detection and embedding batches (bulk.ordered_map keeps several in flight):
+    # the 13 photos that decode (10 stored, no face, two faces, too small) take a few batches, not 13.
+    assert batcher.items - items == 13 and batcher.batches - batches <= 4, (batcher.batches - batches)
     return faces_in(_db(server), _accepted(collection / "labeled"))
 
 
@@ -292,6 +314,31 @@ def test_manifest_labels_photos_and_reports_missing_files(server: RunningServer,
 
 
 @pytest.mark.slow
+def test_thumbnails_are_on_by_default_sized_by_the_setting_and_can_be_turned_off(
+    server: RunningServer, collection: Path, reference: list[FaceKey], tmp_path: Path
+) -> None:
+    # The module's server runs with the defaults: every stored face has a 96 px thumbnail (for reports).
+    con = sqlite3.connect(f"file:{_db(server)}?mode=ro", uri=True)
+    try:
+        face_ids = {int(r[0]) for r in con.execute("SELECT id FROM faces")}
+    finally:
+        con.close()
+    assert len(face_ids) >= len(reference)
+    assert thumbnail_sizes(_db(server)) == {f: (96, 96) for f in face_ids}
+    # faceid-server --thumbnail-size N (FACEID_THUMBNAIL_SIZE): N px, or none at all for 0.
+    for size in (48, 0):
+        db = tmp_path / f"thumbs-{size}.db"
+        running = start_server(db, thumbnail_size=size)
+        try:
+            summary = run_cli(str(collection / "unlabeled"), "--unlabeled", "--server", running.address,
+                              "--rejected", str(tmp_path / f"r{size}.csv"))
+        finally:
+            running.stop(0)
+        assert summary["faces_stored"] == face_count(db) == 3
+        assert sorted(thumbnail_sizes(db).values()) == ([] if size == 0 else [(size, size)] * 3)
+
+
+@pytest.mark.slow
 def test_interrupted_killed_and_restarted_run_ends_like_an_uninterrupted_one(
     collection: Path, reference: list[FaceKey], tmp_path: Path
 ) -> None:
@@ -307,19 +354,29 @@ def test_interrupted_killed_and_restarted_run_ends_like_an_uninterrupted_one(
         assert first.returncode == 130, err
         stopped = json.loads(out.strip().splitlines()[-1])
         assert stopped["interrupted"] and stopped["done"] < stopped["total"]
+        # The progress bar (on stderr) shows the rate, the faces found and the time left.
+        assert all(part in err for part in ("img/s", "faces", "ETA")), err
         # 2. Killed outright mid-run.
         second = cli_process(running, folder, tmp_path / "r2.csv", "--batch", "1")
         wait_for_faces(db, second, face_count(db) + 2)
         second.send_signal(signal.SIGKILL)
         second.communicate(timeout=60)
         assert 0 < face_count(db) < len(reference), "the kill must land mid-run"
+        # 3. The server goes away under a running CLI: it stops with the server's status and exit code 1.
+        third = cli_process(running, folder, tmp_path / "r3.csv", "--batch", "1")
+        wait_for_faces(db, third, face_count(db) + 1)
     finally:
         running.stop(0)
-    # 3. The server restarts on the same file; the same command finishes the rest.
+    out, err = third.communicate(timeout=120)
+    assert third.returncode == 1, (out, err)
+    lost = json.loads(out.strip().splitlines()[-1])
+    assert lost["interrupted"] and lost["error"]["code"] == "UNAVAILABLE", lost
+    assert 0 < face_count(db) < len(reference), "the server must stop mid-run"
+    # 4. The server restarts on the same file; the same command finishes the rest.
     running = start_server(db)
     try:
         done = faces_in(db)
-        summary = run_cli(str(folder), "--server", running.address, "--rejected", str(tmp_path / "r3.csv"))
+        summary = run_cli(str(folder), "--server", running.address, "--rejected", str(tmp_path / "r4.csv"))
     finally:
         running.stop(0)
     assert summary["on_record"] == len({sha for _, sha, _ in done}) and summary["stored"] == 10 - summary["on_record"]
@@ -330,4 +387,4 @@ def test_interrupted_killed_and_restarted_run_ends_like_an_uninterrupted_one(
     assert [(n, s) for n, s, _ in resumed] == [(n, s) for n, s, _ in reference]
     for (_, _, a), (_, _, b) in zip(resumed, reference, strict=True):
         assert iou(a, b) >= 0.9, (a, b)
-    assert read_rejected(tmp_path / "r3.csv").keys() == {"coffee.jpg", "group.jpg", "broken.jpg", "tiny.jpg", "stray.jpg"}
+    assert read_rejected(tmp_path / "r4.csv").keys() == {"coffee.jpg", "group.jpg", "broken.jpg", "tiny.jpg", "stray.jpg"}

@@ -4,6 +4,7 @@ P(same | distance) fit, against the analytic truth."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -108,3 +109,63 @@ def test_faceid_calibrate_stores_tau_and_curve_for_the_model(tmp_path):
     ident = eval_identify(people, model_dir=MODELS_DIR, device="cpu", database_url=url, stranger_folds=3,
                           gallery_per_identity=2, progress=False)
     assert ident.report.tau == pytest.approx(cal.tau)
+
+
+@pytest.mark.slow
+def test_verify_and_identify_use_the_stored_calibration_over_grpc(tmp_path):
+    """A calibration stored for the served model is the default tau of Verify and Identify (a request's threshold
+    still wins), and both return P(same | d) = sigmoid(a + b·d) beside the distance, over a real gRPC server."""
+    from conftest import person_photos
+    from server_harness import served, stub
+
+    from faceid.indexer.store import create_store
+    from faceid.v1 import faceid_pb2 as pb
+
+    tau, a, b = 0.9, 20.0, -20.0  # P = 0.5 at d = 1; not the card's tau (1.02), so the source is visible
+    db = tmp_path / "g.db"
+    store = create_store(f"sqlite:///{db}")
+    store.set_calibration(model_id="facenet-20170512-128d", threshold=tau, source="test", logistic_a=a, logistic_b=b)
+    store.close()
+
+    def p(d: float) -> float:
+        return 1.0 / (1.0 + math.exp(-(a + b * d)))
+
+    obama, biden = person_photos("barack_obama"), person_photos("joe_biden")
+    with served(db) as server:
+        channel, api = stub(server.address)
+        with channel:
+            info = api.GetStats(pb.GetStatsRequest(), timeout=60).model
+            assert info.threshold_source == "calibration" and info.default_threshold == pytest.approx(tau)
+            api.Enroll(pb.EnrollRequest(identity="obama", images=[f.read_bytes() for f in obama[:2]]), timeout=120)
+
+            for other in (obama[2], biden[0]):  # same person, then someone else
+                v = api.Verify(pb.VerifyRequest(image_a=obama[3].read_bytes(), image_b=other.read_bytes()), timeout=120)
+                assert v.threshold == pytest.approx(tau) and v.decided_by == "distance"
+                assert v.match == (v.distance <= v.threshold)
+                assert v.HasField("probability") and v.probability == pytest.approx(p(v.distance), abs=1e-4)
+            loose = api.Verify(pb.VerifyRequest(image_a=obama[3].read_bytes(), image_b=biden[0].read_bytes(),
+                                                threshold=1.9), timeout=120)
+            assert loose.threshold == pytest.approx(1.9) and loose.match  # the request's tau wins
+
+            found = api.Identify(pb.IdentifyRequest(image=obama[2].read_bytes()), timeout=120)
+            assert found.threshold == pytest.approx(tau)
+            face = found.faces[0]
+            assert face.identity == "obama" and face.distance <= tau
+            assert face.HasField("probability") and face.probability == pytest.approx(p(face.distance), abs=1e-4)
+            assert all(c.probability == pytest.approx(p(c.distance), abs=1e-4) for c in face.candidates)
+            strict = api.Identify(pb.IdentifyRequest(image=obama[2].read_bytes(), threshold=0.05), timeout=120)
+            assert strict.threshold == pytest.approx(0.05) and strict.faces[0].unknown
+
+            # `faceid calibrate` run while the server is up: τ and the probability change together, no restart.
+            from faceid.indexer.engine import CALIBRATION_TTL_S
+
+            tau2, a2, b2 = 0.8, 10.0, -12.0
+            other = create_store(f"sqlite:///{db}")
+            other.set_calibration(model_id="facenet-20170512-128d", threshold=tau2, source="test2",
+                                  logistic_a=a2, logistic_b=b2)
+            other.close()
+            time.sleep(CALIBRATION_TTL_S + 0.2)
+            v = api.Verify(pb.VerifyRequest(image_a=obama[3].read_bytes(), image_b=obama[2].read_bytes()), timeout=120)
+            assert v.threshold == pytest.approx(tau2)
+            assert v.probability == pytest.approx(1.0 / (1.0 + math.exp(-(a2 + b2 * v.distance))), abs=1e-4)
+            assert api.GetStats(pb.GetStatsRequest(), timeout=60).model.default_threshold == pytest.approx(tau2)

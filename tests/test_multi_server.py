@@ -4,14 +4,16 @@
   follower of "B" applies what "A" commits, skips B's own commits, handles seqs that commit out of order
   (real concurrent PostgreSQL transactions) and, past the gap timeout, relies on the consistency check.
 - Two real `faceid-server` processes on free localhost ports and one database (a SQLite file in WAL mode,
-  then a PostgreSQL database; one pair at a time, module-scoped: a pair takes ~40 s to load its models on
-  an idle 2-core machine, minutes on a busy one): an enrolment acknowledged by A is identified by B, a
-  delete on A is gone from B's answers, within the documented delay (follow.poll_s + two polls' work,
-  faceid.indexer.index_follower).
+  then a PostgreSQL database, then a PostgreSQL database with one shared Milvus as the vector backend; one
+  pair at a time, module-scoped: a pair takes ~40 s to load its models on an idle 2-core machine, minutes
+  on a busy one): an enrolment acknowledged by A is identified by B, a delete on A is gone from B's
+  answers, within the documented delay (FAISS: follow.poll_s + two polls' work,
+  faceid.indexer.index_follower; Milvus: none, both search the one collection).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -230,16 +232,17 @@ def _wait_serving(address: str, process: subprocess.Popen[bytes], log: Path, tim
 
 
 class ServerProcess:
-    def __init__(self, name: str, database: str, folder: Path) -> None:
+    def __init__(self, name: str, database: str, folder: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.address = f"127.0.0.1:{free_port()}"
         self.log = folder / f"{name}.log"
         env = {**os.environ, "FACEID_FOLLOW__POLL_S": str(POLL_S), "FACEID_STYLE__ENABLED": "false"}
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [*_server_command(), "--listen", self.address, "--database", database, "--model-dir", str(MODELS_DIR),
-                 "--no-fetch", "--torch-threads", "1", "--workers", "4", "--grace", "2"],
+                 "--no-fetch", "--torch-threads", "1", "--workers", "4", "--grace", "2", *extra_args],
                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder,
             )
+        self.backend = "milvus" if "milvus" in extra_args else "faiss"
         self.channel: grpc.Channel | None = None
         self.stub: pb_grpc.FaceIdStub
 
@@ -260,23 +263,35 @@ class ServerProcess:
                 self.process.wait()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "postgresql-milvus"])
 def servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     folder = tmp_path_factory.mktemp(f"two-servers-{request.param}")
     if request.param == "sqlite":
         database = f"sqlite:///{folder / 'gallery.db'}"  # one file, WAL mode: readers never block the writer
     else:
         database = request.getfixturevalue("postgres").create_database()
-    # Started together: both migrate the new database at once (SQLite's write lock, PostgreSQL's advisory
-    # lock make one of them do it) and load their models side by side.
-    a, b = ServerProcess("a", database, folder), ServerProcess("b", database, folder)
-    try:
+    extra: tuple[str, ...] = ()
+    with contextlib.ExitStack() as cleanup:
+        if request.param == "postgresql-milvus":
+            # One Milvus shared by both servers (their follower is off: nothing to follow).
+            pytest.importorskip("milvus_lite", reason="milvus-lite comes with the default faiss-cpu group (`uv sync`)")
+            from milvus_server import MilvusLiteServer, MilvusUnavailable
+
+            milvus = MilvusLiteServer(data_dir=folder / "milvus")
+            cleanup.callback(milvus.close)
+            try:
+                milvus.start()
+            except MilvusUnavailable as exc:
+                pytest.fail(f"the two-server Milvus test needs a Milvus server: {exc}", pytrace=False)
+            extra = ("--vector-backend", "milvus", "--milvus-uri", milvus.uri)
+        # Started together: both migrate the new database at once (SQLite's write lock, PostgreSQL's advisory
+        # lock make one of them do it) and load their models side by side.
+        a, b = ServerProcess("a", database, folder, extra), ServerProcess("b", database, folder, extra)
+        cleanup.callback(b.stop)  # stopped before Milvus (callbacks run last in, first out)
+        cleanup.callback(a.stop)
         a.connect()
         b.connect()
         yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 def _index_matches_store(server: ServerProcess, expected_faces: int) -> Callable[[], bool]:
@@ -300,6 +315,7 @@ def test_enrolment_on_a_is_identified_by_b_and_a_delete_is_gone(servers: tuple[S
     added = wait_for(_index_matches_store(b, 4))
     a_stats, b_stats = (s.stub.GetStats(pb.GetStatsRequest(), timeout=30) for s in (a, b))
     assert b_stats.index.checksum == a_stats.index.checksum
+    assert a_stats.index.backend == b_stats.index.backend == a.backend  # the pair runs the backend meant
     for person, photos in (("john_savage", stayer), ("serena_williams", leaver)):
         answer = b.stub.Identify(pb.IdentifyRequest(image=photos[2].read_bytes()), timeout=120)
         assert answer.gallery_faces == 4

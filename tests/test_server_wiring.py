@@ -205,7 +205,7 @@ def test_slot_says_why_it_has_no_engine() -> None:
 
 
 def test_settings_defaults_and_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("FACEID_LISTEN", "FACEID_DATABASE", "FACEID_THRESHOLD", "FACEID_LIMITS__MAX_TOP_K"):
+    for name in ("FACEID_LISTEN", "FACEID_DATABASE", "FACEID_THRESHOLD", "FACEID_LIMITS__MAX_TOP_K", "FACEID_THUMBNAIL_SIZE"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
     assert (settings.listen, settings.database) == ("127.0.0.1:50051", "sqlite:///faceid.db")
@@ -215,6 +215,7 @@ def test_settings_defaults_and_engine_config(monkeypatch: pytest.MonkeyPatch) ->
     assert config.model == "facenet-20170512-128d"
     assert config.threshold is None
     assert config.max_top_k == settings.limits.max_top_k
+    assert config.thumbnail_size == 96  # thumbnails for reports are on unless turned off
 
 
 def test_env_and_nested_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,6 +223,7 @@ def test_env_and_nested_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACEID_THRESHOLD", "1.1")
     monkeypatch.setenv("FACEID_LIMITS__MAX_TOP_K", "50")
     monkeypatch.setenv("FACEID_STYLE__ENABLED", "false")
+    monkeypatch.setenv("FACEID_THUMBNAIL_SIZE", "0")
     settings = Settings(listen="127.0.0.1:7000", limits={"max_message_bytes": 64 << 20})
     assert settings.listen == "127.0.0.1:7000"  # the flag wins over the env
     assert settings.threshold == pytest.approx(1.1)
@@ -229,6 +231,7 @@ def test_env_and_nested_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.limits.max_top_k, settings.limits.max_message_bytes) == (50, 64 << 20)
     assert settings.style.enabled is False
     assert settings.to_engine_config().max_top_k == 50
+    assert settings.to_engine_config().thumbnail_size == 0
 
 
 @pytest.mark.parametrize(
@@ -243,6 +246,7 @@ def test_env_and_nested_env_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         ("database", "faceid.db", "sqlite:///"),
         ("log_format", "xml", "text"),
         ("workers", 0, "greater than"),
+        ("thumbnail_size", -1, "greater than or equal to 0"),
         ("limits", {"default_top_k": 200, "max_top_k": 100}, "default_top_k"),
     ],
 )
@@ -253,9 +257,10 @@ def test_bad_settings_fail_with_a_clear_message(field: str, value: object, needl
 
 
 def test_server_cli_rejects_bad_flags_with_exit_code_2() -> None:
-    result = CliRunner().invoke(server_cli, ["--threshold", "5", "--listen", "nowhere"])
+    result = CliRunner().invoke(server_cli, ["--threshold", "5", "--listen", "nowhere", "--thumbnail-size", "-1"])
     assert result.exit_code == 2
     assert "threshold" in result.output and "listen" in result.output and "HOST:PORT" in result.output
+    assert "thumbnail_size" in result.output  # the flag reaches the settings
 
 
 def test_server_cli_models_list(models_dir, monkeypatch: pytest.MonkeyPatch) -> None:

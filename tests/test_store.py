@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -68,15 +68,6 @@ def new_face(
     thumbnail: bytes | None = b"\xff\xd8thumb",
 ) -> NewFace:
     return NewFace(model, unit(seed, dim), sha(image or f"img-{seed}"), box, 0.99, thumbnail)
-
-
-def url_of(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "gallery.db"
 
 
 @pytest.fixture
@@ -214,6 +205,28 @@ def test_same_image_and_face_is_stored_once(store: GalleryStore, database_url: s
     other_model = store.add_faces(identity_id=None, faces=[new_face(7, "group", model="other", dim=8)])
     assert other_box[0].created and other_model[0].created
     assert raw_count(database_url, "faces") == 4
+
+
+def test_adding_faces_already_on_record_writes_nothing(store: GalleryStore, database_url: str) -> None:
+    """A photo sent again (unlabeled, or for its own identity) changes no row: no audit entry, no new date."""
+    carol = store.enroll(name="carol", faces=[new_face(1)])
+    loose = store.add_faces(identity_id=None, faces=[new_face(2)])
+    before = (store.list_audit(limit=1000), store.get_identity(name="carol"), raw_count(database_url, "faces"))
+    again = store.add_faces(identity_id=None, faces=[new_face(1), new_face(2)])  # carol's face, the loose one
+    assert [(a.status, a.face_id) for a in again] == [
+        (AddStatus.EXISTING, carol.faces[0].face_id), (AddStatus.EXISTING, loose[0].face_id)
+    ]
+    own = store.add_faces(identity_id=carol.identity.id, faces=[new_face(1)])
+    assert own[0].status is AddStatus.EXISTING
+    enrolled_again = store.enroll(name="carol", faces=[new_face(1)])
+    assert enrolled_again.identity is not None and enrolled_again.identity.id == carol.identity.id
+    assert [a.status for a in enrolled_again.faces] == [AddStatus.EXISTING] and not enrolled_again.created
+    assert (store.list_audit(limit=1000), store.get_identity(name="carol"), raw_count(database_url, "faces")) == before
+    # A real change is still audited: new metadata for the same faces, a new face.
+    with_badge = store.enroll(name="carol", faces=[new_face(1)], metadata={"badge": "7"})
+    assert with_badge.identity is not None and with_badge.identity.metadata == {"badge": "7"}
+    store.add_faces(identity_id=None, faces=[new_face(3)])
+    assert [a.action for a in store.list_audit(limit=1000)[len(before[0]):]] == ["identity.enroll", "faces.add"]
 
 
 def test_labeling_and_conflicts_of_already_stored_faces(store: GalleryStore, database_url: str) -> None:
@@ -514,16 +527,27 @@ def test_concurrent_writers_in_threads_and_in_a_second_connection_pool(database_
         store_b.close()
 
 
-def test_write_blocked_past_busy_timeout_is_unavailable(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_blocked_past_busy_timeout_is_unavailable(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds a write lock: the write fails as Unavailable after the timeout, never hangs
+    (SQLite busy_timeout, PostgreSQL lock_timeout); reads go on meanwhile."""
     monkeypatch.setattr(store_database, "BUSY_TIMEOUT_MS", 200)
-    with create_store(url_of(db_path)) as s:
-        holder = sqlite3.connect(db_path, isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    with create_store(database_url) as s:
+        release: list[Callable[[], object]]
+        if database_url.startswith("sqlite"):
+            lite = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+            lite.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            release = [lambda: lite.execute("ROLLBACK"), lite.close]
+        else:
+            pg = create_engine(database_url, poolclass=NullPool).connect()
+            pg.execute(text("LOCK TABLE identities IN EXCLUSIVE MODE"))  # another session blocks writers, not readers
+            release = [pg.rollback, pg.close]
         try:
-            with pytest.raises(Unavailable, match="locked"):
+            t0 = time.monotonic()
+            with pytest.raises(Unavailable, match="lock"):  # "database is locked" / "canceling ... lock timeout"
                 s.enroll(name="late", faces=[new_face(1)])
-            assert s.count_identities() == 0  # reads go on meanwhile (WAL)
+            assert time.monotonic() - t0 < 5.0  # the 200 ms timeout, not the default or forever
+            assert s.count_identities() == 0  # reads go on meanwhile (WAL / MVCC)
         finally:
-            holder.execute("ROLLBACK")
-            holder.close()
+            for step in release:
+                step()
         assert s.enroll(name="late", faces=[new_face(1)]).created

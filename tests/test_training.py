@@ -239,6 +239,30 @@ def test_triplet_fine_tune_lowers_loss_and_keeps_held_out_auc(head_features):
 
 
 @pytest.mark.slow
+def test_last_block_fine_tune_trains_block8_and_head_only():
+    """`--trainable last_block`: block8 trains with the head on cached (1792, 3, 3) maps; nothing before it moves,
+    and the full network then embeds as the tail does."""
+    from face_crops import face_crops, network
+
+    fc = face_crops()
+    net = copy.deepcopy(network())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    trunk, tail = split_network(net, "last_block")
+    feats = trunk_features(trunk, fc.crops)
+    assert feats.shape[1:] == (1792, 3, 3)
+    config = TripletConfig(epochs=3, p=8, k=4, margin=0.8, mining="semi_hard", lr=1e-4, restore_best=False, flip=False)
+    result = train_triplet(tail, feats, fc.labels, config, progress=False)
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("block8.") for k in changed) and any(k.startswith("last_linear.") for k in changed)
+    assert all(k.startswith(("block8.", "last_linear.", "last_bn.")) for k in changed)
+    start, end = result.history[0], result.history[-1]
+    assert end.train_objective < 0.5 * start.train_objective and end.val_auc >= start.val_auc
+    assert all(h.val_auc is not None for h in result.history)  # held-out AUC every epoch
+    with torch.inference_mode():
+        assert torch.allclose(net(fc.crops[:8]), tail(feats[:8]), atol=1e-5)
+
+
+@pytest.mark.slow
 def test_save_trained_model_as_new_model_id(head_features, tmp_path):
     from face_crops import MODEL, network
 

@@ -57,7 +57,7 @@ from faceid.indexer.results import (
     similarity_from_distance,
 )
 from faceid.indexer.runtime import resolve_device
-from faceid.indexer.store import AddStatus, AssignResult, FaceAdded, MergeResult, FaceRow, GalleryStore, IdentityRow, NewFace, create_store
+from faceid.indexer.store import AddStatus, AssignResult, Calibration, FaceAdded, MergeResult, FaceRow, GalleryStore, IdentityRow, NewFace, create_store
 from faceid.indexer.index_follower import IndexFollower
 from faceid.indexer.vector_backend import VectorBackend, open_vector_backend
 from faceid.indexer.vector_index import VectorIndex
@@ -67,6 +67,7 @@ from faceid.indexer.verifier_head import VerifierHead, load_verifier_head
 log = logging.getLogger(__name__)
 
 MAX_IMAGES_PER_ENROLL = 64
+CALIBRATION_TTL_S = 2.0  # how soon a calibration stored by `faceid calibrate` reaches a serving engine
 
 
 class FaceEngine:
@@ -82,6 +83,7 @@ class FaceEngine:
         model: ModelSummary,
         device: str,
         verifier: VerifierHead | None = None,
+        card_threshold: tuple[float, str] | None = None,
     ) -> None:
         self.config = config
         self.verifier = verifier  # a Siamese head deciding Verify instead of the distance (verifier_head.py)
@@ -100,6 +102,11 @@ class FaceEngine:
         self._index_outage: errors.Unavailable | None = None
         self._outage_seq = 0
         self._outage_lock = threading.Lock()
+        # The stored calibration (faceid calibrate), re-read at most every CALIBRATION_TTL_S (see _calibration).
+        self._card_threshold = card_threshold or (model.default_threshold, model.threshold_source)
+        self._calibration_lock = threading.Lock()
+        self._calibration_cached: Calibration | None = None
+        self._calibration_until = float("-inf")
 
     # ----------------------------------------------------------------------------------- lifecycle
     @classmethod
@@ -138,7 +145,7 @@ class FaceEngine:
         _warn_other_models(store, spec.name)
         index = open_vector_backend(config, spec.dimension, spec.name)
         engine = cls(config=config, store=store, index=index, pipeline=pipeline, model=model, device=device,
-                     verifier=verifier)
+                     verifier=verifier, card_threshold=(spec.default_threshold, "model card"))
         follower = _follower(config, store, index)  # marks the change log's position BEFORE the build
         engine.follower = follower
         try:
@@ -220,10 +227,34 @@ class FaceEngine:
     # ------------------------------------------------------------------------------------ helpers
     def _threshold(self, requested: float | None) -> float:
         validate_threshold(requested)
-        return self.model.default_threshold if requested is None else float(requested)
+        if requested is not None:
+            return float(requested)
+        self._calibration()  # a calibration stored since the last look becomes the default τ
+        return self.model.default_threshold
+
+    def _calibration(self) -> Calibration | None:
+        """The active model's stored calibration, re-read at most every CALIBRATION_TTL_S.
+
+        Why not once at start-up: `faceid calibrate` may run while servers are up (several on one database),
+        and τ and the match probability must change together, within a bounded delay, without a restart.
+        Why not on every call: an Identify asks once per face and candidate; that must cost no database read.
+        """
+        now = time.monotonic()
+        with self._calibration_lock:
+            if now < self._calibration_until:
+                return self._calibration_cached
+        calibration = self.store.get_calibration(self.model.id)
+        with self._calibration_lock:
+            self._calibration_cached, self._calibration_until = calibration, now + CALIBRATION_TTL_S
+            if self.config.threshold is None:  # a τ given in the server config always wins
+                tau, source = (float(calibration.threshold), "calibration") if calibration else self._card_threshold
+                if (tau, source) != (self.model.default_threshold, self.model.threshold_source):
+                    log.info("default threshold of model %s is now %.4f (%s)", self.model.id, tau, source)
+                    self.model = replace(self.model, default_threshold=tau, threshold_source=source)
+        return calibration
 
     def _probability(self, distance: float) -> float | None:
-        calibration = self.store.get_calibration(self.model.id)
+        calibration = self._calibration()
         if calibration is None or calibration.logistic_a is None:
             return None
         z = calibration.logistic_a + calibration.logistic_b * distance
@@ -706,6 +737,7 @@ class FaceEngine:
     # --------------------------------------------------------------------------------------- stats
     def stats(self) -> GalleryStats:
         status = self._index_status or self.check_index(rebuild=False)
+        self._calibration()  # the model's τ as the next query would use it
         return GalleryStats(
             identities=self.store.count_identities(),
             faces=self.store.count_faces(self.model.id),

@@ -71,6 +71,9 @@ def run(
     verifier_head: Annotated[
         str | None, typer.Option(help="Siamese head id deciding Verify (env FACEID_VERIFIER_HEAD; none: the distance)")
     ] = None,
+    thumbnail_size: Annotated[
+        int | None, typer.Option(help="px of the face thumbnail stored per enrolled face, 0 = none (env FACEID_THUMBNAIL_SIZE; 96)")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="gRPC worker threads (default: from the usable cores)")] = None,
     grace_s: Annotated[float | None, typer.Option("--grace", help="seconds SIGTERM waits for in-flight calls (10)")] = None,
     max_message_bytes: Annotated[int | None, typer.Option(help="largest gRPC message (32 MiB)")] = None,
@@ -108,7 +111,7 @@ def run(
     auth_mode = "required" if require_auth else ("disabled" if insecure_no_auth else None)
     settings = load_settings(
         listen=listen, database=database, model=model, model_dir=model_dir, device=device, threshold=threshold,
-        verifier_head=verifier_head,
+        verifier_head=verifier_head, thumbnail_size=thumbnail_size,
         workers=workers, grace_s=grace_s, max_message_bytes=max_message_bytes, torch_threads=torch_threads,
         allow_model_fetch=allow_model_fetch, log_format=log_format, log_level=log_level, metrics_port=metrics_port,
         auth_mode=auth_mode, tls_cert_file=tls_cert, tls_key_file=tls_key, tls_client_ca_file=tls_client_ca,

@@ -165,6 +165,11 @@ class Settings(BaseSettings):
     verifier_head: str | None = Field(
         None, description="Siamese head id (faceid train siamese) deciding Verify instead of the distance threshold"
     )
+    # Reports (`faceid cluster --report`) show faces from these; an operator who must not keep face images
+    # beyond the embeddings turns them off. Changes apply to faces enrolled from then on.
+    thumbnail_size: int = Field(
+        96, ge=0, le=512, description="side in px of the JPEG thumbnail stored with each enrolled face; 0 = none"
+    )
     workers: int = Field(default_factory=_default_workers, ge=1, le=1024)
     grace_s: float = Field(10.0, ge=0, description="how long SIGTERM waits for in-flight calls")
     log_format: Literal["text", "json"] = "text"
@@ -286,6 +291,7 @@ class Settings(BaseSettings):
             embed_batch_size=self.scheduler.embed_batch_size,
             default_top_k=self.limits.default_top_k,
             max_top_k=self.limits.max_top_k,
+            thumbnail_size=self.thumbnail_size,
             vector_backend=self.vector_backend,
             milvus_uri=self.milvus_uri,
             milvus_timeout_s=self.milvus_timeout_s,

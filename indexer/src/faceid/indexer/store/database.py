@@ -25,6 +25,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from faceid.indexer.errors import FailedPrecondition
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# How long a write waits for a lock another connection holds before it fails as Unavailable (retryable):
+# SQLite's busy_timeout, PostgreSQL's lock_timeout. Without it a PostgreSQL write would wait for as long as
+# any other session (an operator's psql, a stuck job) holds the lock, tying up an RPC worker and a connection.
 BUSY_TIMEOUT_MS = 5000
 
 # PostgreSQL: how long to wait for a connection (the server down or unreachable fails within this), the
@@ -63,6 +66,8 @@ def _postgres_engine(url: URL) -> Engine:
       request gets a fresh connection instead of "server closed the connection unexpectedly".
     - connect_timeout: an unreachable server fails a request within seconds (UNAVAILABLE), not minutes.
     - TCP keepalives: a connection to a host that vanished (no FIN/RST) is noticed and dropped.
+    - lock_timeout = BUSY_TIMEOUT_MS: a statement kept waiting that long for another session's lock fails
+      (SQLSTATE 55P03, an OperationalError: `Unavailable` to the caller), as SQLite's busy_timeout does.
     Isolation stays READ COMMITTED (PostgreSQL's default); races between servers are resolved by the
     unique constraints and the retries in `store.writes`, and readers ask for snapshots (`read_engine`).
     None of SQLite's pragmas apply: foreign keys are always enforced and every commit is WAL-fsynced by
@@ -75,6 +80,7 @@ def _postgres_engine(url: URL) -> Engine:
         "keepalives_interval": 10,
         "keepalives_count": 3,
         "application_name": "faceid",
+        "options": _server_options(url),
     }
     return create_engine(
         url,
@@ -84,6 +90,13 @@ def _postgres_engine(url: URL) -> Engine:
         pool_timeout=POOL_TIMEOUT_S,
         connect_args=connect_args,
     )
+
+
+def _server_options(url: URL) -> str:
+    """libpq `options` (connect_args replace the URL's own): ours first, so an operator's `?options=-c
+    lock_timeout=...` in the URL comes later and wins."""
+    given = url.query.get("options", ())
+    return " ".join([f"-c lock_timeout={BUSY_TIMEOUT_MS}", *([given] if isinstance(given, str) else given)])
 
 
 def read_engine(engine: Engine) -> Engine:
@@ -199,6 +212,9 @@ def upgrade_database(target: str | Engine, revision: str = "head") -> str:
                 if conn.dialect.name == "postgresql":
                     # Several servers starting against one new database would run the same CREATE TABLEs;
                     # the first takes this lock and migrates, the others wait and then find the schema at head.
+                    # A migration may take longer than lock_timeout (and its DDL waits for running servers'
+                    # transactions): no timeout inside it.
+                    conn.execute(text("SET LOCAL lock_timeout = 0"))
                     conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = conn
                 command.upgrade(config, revision)

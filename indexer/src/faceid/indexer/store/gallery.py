@@ -284,9 +284,12 @@ class GalleryStore:
             if identity_id is not None and ident is None:
                 raise UnknownIdentity(f"no identity with id {identity_id}")
             added = store_faces(session, identity_id, faces)
-            if ident is not None and any(a.status is not AddStatus.CONFLICT for a in added):
-                ident.updated_at = utcnow()
-            audit_faces(session, actor, "faces.add", identity_subject(identity_id), identity_id, added)
+            # Only a real change is audited (and dates the identity): a re-sent photo whose faces are all on
+            # record already (EXISTING, or CONFLICT under someone else) must leave the store as it was.
+            if any(a.status in (AddStatus.CREATED, AddStatus.LABELED) for a in added):
+                if ident is not None:
+                    ident.updated_at = utcnow()
+                audit_faces(session, actor, "faces.add", identity_subject(identity_id), identity_id, added)
             return added
 
     def enroll(
@@ -301,15 +304,19 @@ class GalleryStore:
 
         Writes nothing unless at least one face ends up belonging to the identity: a new identity whose
         faces were all refused (or all stored under someone else) is not created, and an existing one's
-        metadata is left unchanged.
+        metadata is left unchanged. Nor when nothing would change (the faces are all this identity's
+        already and the metadata adds nothing): a photo sent again leaves the store as it was.
         """
         name, meta = check_name(name), check_metadata(metadata)
         try:
             with self._write() as session:
                 ident, created = get_or_create_identity(session, name, meta)
+                metadata_changed = not created and session.is_modified(ident)
                 added = tuple(store_faces(session, ident.id, faces))
                 if not any(a.status is not AddStatus.CONFLICT for a in added):
                     raise _NothingToStore(added)
+                if not (created or metadata_changed or any(a.status in (AddStatus.CREATED, AddStatus.LABELED) for a in added)):
+                    raise _NothingToStore(added)  # every face is this identity's already: no audit row, no new date
                 ident.updated_at = utcnow()
                 audit_faces(session, actor, "identity.enroll", identity_subject(ident.id), ident.id, added, created=created)
                 return EnrollStored(_identity_row(session, ident, None), created, added)
