@@ -6,6 +6,7 @@
     uv run python bench/load.py suite --server 127.0.0.1:50051 --api-key fid_...   # a running server
     uv run python bench/load.py suite --spawn 2         # two servers on one SQLite gallery, calls round-robin
     uv run python bench/load.py suite --servers 127.0.0.1:50051,127.0.0.1:50052       # running servers
+    uv run python bench/load.py suite --spawn 2 --postgres   # two servers on a throwaway PostgreSQL
 
 Without --server it starts `faceid-server` as a subprocess on a free loopback port with a temporary
 SQLite gallery, and enrols half the people of shared/data/faces (two photos each); the other photos of
@@ -312,10 +313,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn_server(folder: Path, name: str = "server", torch_threads: int = 0) -> tuple[subprocess.Popen[bytes], str]:
-    """A faceid-server on a free loopback port; every server spawned in `folder` shares its gallery load.db.
-    torch_threads: CPU inference threads (0 = all usable cores; several servers split the cores instead of
-    oversubscribing them)."""
+def spawn_server(folder: Path, name: str = "server", torch_threads: int = 0,
+                 database: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A faceid-server on a free loopback port; every server spawned in `folder` shares its gallery load.db
+    (or `database`, a URL). torch_threads: CPU inference threads (0 = all usable cores; several servers split
+    the cores instead of oversubscribing them)."""
     port = _free_port()
     script = Path(sys.executable).with_name("faceid-server")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "faceid.server.cli"]
@@ -323,7 +325,8 @@ def spawn_server(folder: Path, name: str = "server", torch_threads: int = 0) -> 
            "FACEID_SCHEDULER__TORCH_THREADS": str(torch_threads)}
     log = (folder / f"{name}.log").open("wb")
     process = subprocess.Popen(
-        [*command, "--listen", f"127.0.0.1:{port}", "--database", f"sqlite:///{folder / 'load.db'}", "--no-fetch"],
+        [*command, "--listen", f"127.0.0.1:{port}", "--database", database or f"sqlite:///{folder / 'load.db'}",
+         "--no-fetch"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     return process, f"127.0.0.1:{port}"
@@ -364,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", help="HOST:PORT of a running server on loopback (default: spawn one)")
     parser.add_argument("--servers", help="HOST:PORT,HOST:PORT,... running servers sharing one gallery; calls go round-robin")
     parser.add_argument("--spawn", type=int, default=1, help="servers to spawn on one SQLite gallery (default 1)")
+    parser.add_argument("--database", help="spawned servers' gallery, an EMPTY database URL (default: a temporary "
+                        "SQLite file)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="spawned servers share a throwaway PostgreSQL started for the run (tests/postgres_server.py)")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="spawned servers' CPU inference threads (default: the cores split between them)")
     parser.add_argument("--api-key", default=os.environ.get("FACEID_API_KEY"), help="sent as x-api-key")
@@ -386,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = Photos.load()
     workdir = Path(tempfile.mkdtemp(prefix="faceid-load-"))
     processes: list[subprocess.Popen[bytes]] = []
+    postgres = None
     if args.server or args.servers:
         addresses = parse_servers(",".join(a for a in (args.server, args.servers) if a))
     else:
@@ -393,7 +401,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--spawn must be 1..8")
         threads = args.torch_threads if args.torch_threads is not None else (
             0 if args.spawn == 1 else max(1, (os.cpu_count() or 1) // args.spawn))
-        spawned = [spawn_server(workdir, f"server{i}", threads) for i in range(args.spawn)]
+        database = args.database
+        if args.postgres:
+            sys.path.insert(0, str(REPO / "tests"))
+            from postgres_server import PostgresServer
+
+            postgres = PostgresServer()  # note: the throwaway cluster runs with fsync=off
+            postgres.start()
+            database = postgres.create_database("load")
+        spawned = [spawn_server(workdir, f"server{i}", threads, database) for i in range(args.spawn)]
         processes = [p for p, _ in spawned]
         addresses = [a for _, a in spawned]
     address = ",".join(addresses)
@@ -405,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
                 wait_serving(probe)
         setup_gallery(stub, photos, metadata)
         stub.Identify(pb.IdentifyRequest(image=photos.queries[0][1]), timeout=120, metadata=metadata)  # warm-up
-        lines = [f"load on {address} — {os.cpu_count()} CPUs, mix {args.mix}, duration ≤ {args.duration:g} s, "
+        gallery = "given servers' gallery" if args.server or args.servers else (
+            "throwaway PostgreSQL" if args.postgres else ("--database" if args.database else "temporary SQLite"))
+        lines = [f"load on {address} ({gallery}) — {os.cpu_count()} CPUs, mix {args.mix}, duration ≤ {args.duration:g} s, "
                  f"≤ {args.max_requests} requests per run", "",
                  "| run | op | requests | errors | ok/s | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
         ledgers: list[Ledger] = []
@@ -479,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+        if postgres is not None:
+            postgres.close()
 
 
 if __name__ == "__main__":
