@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 
 C = grpc.StatusCode
 READ_RPCS = {"Verify", "Identify", "Embed", "GetIdentity", "ListIdentities", "GetStats"}
-WRITE_RPCS = {"Enroll", "EnrollStream", "DeleteIdentity"}
+WRITE_RPCS = {"Enroll", "EnrollStream", "DeleteIdentity", "RenameIdentity"}
 CLUSTERING_WRITE_RPCS = {"NameFaces", "MergeIdentities"}  # Cluster itself needs admin
 
 
@@ -335,6 +335,8 @@ def test_scopes_are_ordered_read_write_admin(secured: Secured) -> None:
             "GetStats": code_of(lambda: f.GetStats(pb.GetStatsRequest(), metadata=m, timeout=30)),
             "GetIdentity": code_of(lambda: f.GetIdentity(pb.GetIdentityRequest(name="nobody"), metadata=m, timeout=30)),
             "DeleteIdentity": code_of(lambda: f.DeleteIdentity(pb.DeleteIdentityRequest(name="nobody"), metadata=m, timeout=30)),
+            "RenameIdentity": code_of(lambda: f.RenameIdentity(pb.RenameIdentityRequest(name="nobody", new_name="somebody"),
+                                                               metadata=m, timeout=30)),
             "Enroll": code_of(lambda: f.Enroll(pb.EnrollRequest(identity="nobody"), metadata=m, timeout=30)),
             "CheckIndex": code_of(lambda: a.CheckIndex(admin_pb2.CheckIndexRequest(check_only=True), metadata=m, timeout=60)),
             "ListApiKeys": code_of(lambda: a.ListApiKeys(admin_pb2.ListApiKeysRequest(), metadata=m, timeout=30)),
@@ -343,11 +345,12 @@ def test_scopes_are_ordered_read_write_admin(secured: Secured) -> None:
     denied = C.PERMISSION_DENIED
     # Past the interceptor the engine answers: NOT_FOUND for an unknown name, INVALID_ARGUMENT for no images.
     assert matrix(secured.keys["read"]) == {
-        "GetStats": C.OK, "GetIdentity": C.NOT_FOUND, "DeleteIdentity": denied, "Enroll": denied,
+        "GetStats": C.OK, "GetIdentity": C.NOT_FOUND, "DeleteIdentity": denied, "RenameIdentity": denied, "Enroll": denied,
         "CheckIndex": denied, "ListApiKeys": denied,
     }
     assert matrix(secured.keys["write"], bearer=True) == {
-        "GetStats": C.OK, "GetIdentity": C.NOT_FOUND, "DeleteIdentity": C.NOT_FOUND, "Enroll": C.INVALID_ARGUMENT,
+        "GetStats": C.OK, "GetIdentity": C.NOT_FOUND, "DeleteIdentity": C.NOT_FOUND, "RenameIdentity": C.NOT_FOUND,
+        "Enroll": C.INVALID_ARGUMENT,
         "CheckIndex": denied, "ListApiKeys": denied,
     }
     assert set(matrix(secured.keys["admin"]).values()) <= {C.OK, C.NOT_FOUND, C.INVALID_ARGUMENT}

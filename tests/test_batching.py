@@ -1,4 +1,6 @@
-"""MicroBatcher: concurrent callers' items share batches, first in first out, failures reach their callers."""
+"""MicroBatcher: concurrent callers' items share batches, first in first out, failures reach their callers,
+and a cancelled caller's items are never processed (neither while queued nor while their batch waits for
+the accelerator)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import time
 from collections.abc import Callable
 
 import pytest
+from faceid.indexer import errors
 from faceid.indexer.batching import MicroBatcher
+from faceid.indexer.cancellation import CancelScope, bound
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -74,3 +78,88 @@ def test_a_failed_batch_fails_only_its_callers() -> None:
         batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(1)
+
+
+def _submit_in_scope(batcher: MicroBatcher[int, int], items: list[int], scope: CancelScope) -> dict[str, object]:
+    """Start a caller on a thread, inside `scope`; the dict gets its "result" or "error"."""
+    outcome: dict[str, object] = {}
+
+    def call() -> None:
+        with bound(scope):
+            try:
+                outcome["result"] = batcher.submit_many(items)
+            except errors.Cancelled as exc:
+                outcome["error"] = exc
+
+    outcome["thread"] = threading.Thread(target=call)
+    outcome["thread"].start()  # type: ignore[attr-defined]
+    return outcome
+
+
+def test_a_cancelled_callers_queued_items_are_never_processed() -> None:
+    work = GatedWork()
+    batcher: MicroBatcher[int, int] = MicroBatcher(work, max_batch=8)
+    try:
+        first = threading.Thread(target=batcher.submit, args=(1,))
+        first.start()
+        assert work.started.wait(10)  # batch [1] runs; the next callers queue behind it
+        gone, kept = CancelScope(), CancelScope()
+        cancelled = _submit_in_scope(batcher, [10, 11], gone)
+        waiting = _submit_in_scope(batcher, [20], kept)
+        _wait_until(lambda: batcher.queued == 3)
+        gone.cancel(errors.DeadlineExceeded("deadline passed"))
+        cancelled["thread"].join(10)  # type: ignore[attr-defined]
+        assert isinstance(cancelled.get("error"), errors.DeadlineExceeded)  # at once, not after the batch
+        work.release.set()
+        waiting["thread"].join(10)  # type: ignore[attr-defined]
+        first.join(10)
+    finally:
+        batcher.close()
+    assert waiting.get("result") == [40]
+    assert work.batches == [[1], [20]]  # 10 and 11 never reached `process`
+    assert (batcher.items, batcher.cancelled) == (2, 2)
+
+
+def test_items_cancelled_while_their_batch_waits_for_the_accelerator_are_dropped() -> None:
+    # `run` stands for the server's scheduler: the batch has left the queue and waits for its turn.
+    waiting, go = threading.Event(), threading.Event()
+
+    def run(turn: Callable[[], object]) -> object:
+        waiting.set()
+        assert go.wait(10)
+        return turn()
+
+    processed: list[list[int]] = []
+
+    def work(items: list[int]) -> list[int]:
+        processed.append(list(items))
+        return [2 * i for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(work, max_batch=8, run=run)
+    try:
+        scope = CancelScope()
+        caller = _submit_in_scope(batcher, [5, 6], scope)
+        assert waiting.wait(10)
+        assert batcher.queued == 0  # taken into a batch already
+        scope.cancel()
+        caller["thread"].join(10)  # type: ignore[attr-defined]
+        assert isinstance(caller.get("error"), errors.Cancelled)
+        go.set()
+        _wait_until(lambda: batcher.cancelled == 2)
+        assert processed == []  # the turn found nobody waiting: no work at all
+        assert batcher.submit(7) == 14  # an unscoped caller (a CLI tool) is never cancelled
+    finally:
+        batcher.close()
+    assert processed == [[7]]
+    assert (batcher.batches, batcher.items) == (1, 1)
+
+
+def test_a_scope_cancelled_before_submitting_queues_nothing() -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(lambda items: items)
+    try:
+        scope = CancelScope(deadline=time.monotonic() - 1)  # its deadline has passed
+        with bound(scope), pytest.raises(errors.DeadlineExceeded):
+            batcher.submit(1)
+    finally:
+        batcher.close()
+    assert batcher.submitted == 0

@@ -195,6 +195,32 @@ def test_cli_enroll_identify_verify_list_delete(server: RunningServer) -> None:
 
 
 @pytest.mark.slow
+def test_cli_rename(server: RunningServer) -> None:
+    old, new, taken = _unique("savage"), _unique("John Savage"), _unique("harington")
+    savage = [str(p) for p in person_photos("john_savage")]
+    assert _cli(server, "enroll", old, savage[0], savage[1])[0] == 0
+    assert _cli(server, "enroll", taken, str(person_photos("kit_harington")[0]))[0] == 0
+
+    code, out = _cli(server, "rename", old, new, "--json")
+    assert code == 0, out
+    assert (json.loads(out)["name"], json.loads(out)["face_count"]) == (new, 2)
+    code, out = _cli(server, "identify", savage[2], "--json")
+    assert code == 0 and json.loads(out)["faces"][0]["identity"] == new
+
+    code, out = _cli(server, "rename", new, taken)
+    assert code == 2 and "ALREADY_EXISTS" in out
+    code, out = _cli(server, "rename", old, "anyone", "--json")  # the old name is gone
+    assert code == 2 and json.loads(out)["error"]["code"] == "NOT_FOUND"
+    code, out = _cli(server, "rename", new, " padded")
+    assert code == 2 and "INVALID_ARGUMENT" in out
+
+    code, out = _cli(server, "rename", new, f"[red]{old}")  # human output; a name is text, never markup
+    assert code == 0 and f"renamed {new!r} to '[red]{old}'" in out
+    code, out = _cli(server, "list", "--prefix", "[red]", "--json")
+    assert code == 0 and [(i["name"], i["face_count"]) for i in json.loads(out)] == [(f"[red]{old}", 2)]
+
+
+@pytest.mark.slow
 def test_cli_stats(server: RunningServer) -> None:
     code, out = _cli(server, "stats", "--json")
     assert code == 0, out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import struct
+import unicodedata
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import grpc
 import pytest
 from conftest import FACES_DIR, GROUP_DIR, NO_FACE_DIR
 from faceid.server import RunningServer
+from faceid.server.auth import Scope, method_scopes
 from faceid.v1 import admin_pb2, admin_pb2_grpc, clustering_pb2, clustering_pb2_grpc, style_pb2, style_pb2_grpc
 from faceid.v1 import faceid_pb2 as pb
 from faceid.v1 import faceid_pb2_grpc as pb_grpc
@@ -239,6 +241,26 @@ def test_get_and_delete_identity(target: Target, ref: dict[str, Any] | None) -> 
 
 
 @FUZZ
+@given(ref=st.one_of(refs, st.just({"name": ANCHOR})), new_name=names)
+# SQL-looking names are valid names: stored and read back as text, nothing else happens.
+@example(ref={"name": ANCHOR}, new_name="Robert'); DELETE FROM faces; --")
+@example(ref={"name": ANCHOR}, new_name="a\x00b")  # NUL: refused before the store
+@example(ref={"name": ANCHOR}, new_name=ANCHOR)  # its own name: OK, and not one byte changes
+def test_rename_identity(target: Target, ref: dict[str, Any] | None, new_name: str) -> None:
+    target.ensure_anchor()
+    old_names = {i.id: i.name for i in target.faceid.ListIdentities(pb.ListIdentitiesRequest(page_size=1000), timeout=30).identities}
+    request = pb.RenameIdentityRequest(new_name=new_name, **(ref or {}))
+    code, renamed = target.check(
+        lambda: target.faceid.RenameIdentity(request, timeout=30), lambda r: old_names.get(r.id) != r.name
+    )
+    if code is C.OK:
+        assert renamed.name == unicodedata.normalize("NFC", new_name)
+        assert target.faceid.GetIdentity(pb.GetIdentityRequest(id=renamed.id), timeout=30).name == renamed.name
+        # Back to the old name: the anchor must stay enrolled as ANCHOR (its photo cannot be enrolled twice).
+        target.faceid.RenameIdentity(pb.RenameIdentityRequest(id=renamed.id, new_name=old_names[renamed.id]), timeout=30)
+
+
+@FUZZ
 @given(page_size=int32s, token=st.one_of(st.text(max_size=80), st.sampled_from(["=", "!!", "AAAA", "_w==", "4pyT"])), prefix=names)
 def test_list_identities(target: Target, page_size: int, token: str, prefix: str) -> None:
     request = pb.ListIdentitiesRequest(page_size=page_size, page_token=token, name_prefix=prefix)
@@ -364,14 +386,19 @@ ALL_METHODS = [
     for service in module.DESCRIPTOR.services_by_name.values()
     for m in service.methods
 ]
-WRITING_METHODS = ("/Enroll", "/EnrollStream", "/DeleteIdentity", "/NameFaces", "/MergeIdentities", "/CreateApiKey",
-                   "/RevokeApiKey")
+WRITING_METHODS = ("/Enroll", "/EnrollStream", "/DeleteIdentity", "/RenameIdentity", "/NameFaces", "/MergeIdentities",
+                   "/CreateApiKey", "/RevokeApiKey")
 
 
 def test_the_raw_bytes_test_covers_every_service() -> None:
     services = {name.split("/")[1] for name, _, _ in ALL_METHODS}
     assert services == {"faceid.v1.FaceId", "faceid.v1.Clustering", "faceid.v1.Admin", "faceid.v1.StyleTransfer"}
     assert all(not client or server for _, client, server in ALL_METHODS)  # no stream-unary RPC to call differently
+    # Every gallery-writing RPC (write scope; Stylize only computes) may change the store when it answers OK:
+    # a new one missing from WRITING_METHODS would fail the raw-bytes test only by chance, so fail here.
+    writers = {m for m, scope in method_scopes().items() if scope is Scope.WRITE and not m.endswith("/Stylize")}
+    assert writers and all(m.endswith(WRITING_METHODS) for m in writers), sorted(writers)
+    assert writers <= {name for name, _, _ in ALL_METHODS}
 
 
 @settings(FUZZ, max_examples=60)

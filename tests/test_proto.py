@@ -41,7 +41,7 @@ def test_contract_names() -> None:
     service = faceid_pb2.DESCRIPTOR.services_by_name["FaceId"]
     methods = {m.name for m in service.methods}
     assert {"Enroll", "EnrollStream", "Verify", "Identify", "Embed", "GetIdentity", "ListIdentities",
-            "DeleteIdentity", "GetStats"} <= methods
+            "DeleteIdentity", "RenameIdentity", "GetStats"} <= methods
     stream = service.methods_by_name["EnrollStream"]
     assert stream.client_streaming and stream.server_streaming
     enroll = faceid_pb2.EnrollRequest.DESCRIPTOR.fields_by_name

@@ -44,6 +44,8 @@ C = grpc.StatusCode
         (errors.IndexInconsistent("x"), C.FAILED_PRECONDITION),
         (errors.QueueFull("x"), C.RESOURCE_EXHAUSTED),
         (errors.Unavailable("x"), C.UNAVAILABLE),
+        (errors.Cancelled("x"), C.CANCELLED),
+        (errors.DeadlineExceeded("x"), C.DEADLINE_EXCEEDED),
         (errors.FaceIdError("x"), C.INTERNAL),  # the bare base is not a documented client mistake
         (RuntimeError("x"), C.INTERNAL),
         (KeyError("x"), C.INTERNAL),

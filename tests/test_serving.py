@@ -10,6 +10,11 @@
   is bulk. Measured by the server's scheduler counters.
 - Concurrent Identify calls share detection and embedding batches: while the test holds the accelerator,
   the calls pile up in the interactive micro-batcher and then run as (at most) two batches.
+- Deadlines and cancellation stop the work: while the test holds the accelerator, Identify, Enroll and
+  EnrollStream calls with a 1 s deadline (or an Identify the client cancels) wait in the micro-batchers;
+  the server ends them (its per-RPC metrics show the code) before the accelerator is released, and then
+  their photos are never detected or embedded (the batchers' `items` and `cancelled` counters) and the
+  Enroll stores nothing, while a normal call that follows is answered.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import person_photos
+from faceid.indexer.batching import MicroBatcher
 from faceid.server import RunningServer
 from faceid.server.scheduler import Priority
 from faceid.v1 import admin_pb2, admin_pb2_grpc
@@ -140,3 +146,83 @@ def test_concurrent_identify_calls_share_batches(server: RunningServer) -> None:
     assert batcher.items - items == len(queries)
     # The batcher may have taken the first photo(s) before the rest arrived; everything else is one batch.
     assert batcher.batches - batches <= 2
+
+
+# ------------------------------------------------------------------------ deadlines and cancellation
+def _ended_with(server: RunningServer, method: str, code: grpc.StatusCode) -> float:
+    """How many calls of `method` the server itself has ended with `code` (its per-RPC metrics)."""
+    labels = {"method": f"faceid.v1.FaceId/{method}", "code": code.name}
+    return server.metrics.registry.get_sample_value("faceid_rpc_requests_total", labels) or 0.0
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def _counters(batcher: MicroBatcher[Any, Any]) -> tuple[int, int, int]:
+    return batcher.submitted, batcher.items, batcher.cancelled
+
+
+def test_calls_past_their_deadline_are_never_analysed_and_store_nothing(server: RunningServer) -> None:
+    engine = server.wait_ready(1)
+    interactive, bulk = engine.pipeline.batcher("interactive"), engine.pipeline.batcher("bulk")
+    known = [p.read_bytes() for p in person_photos("serena_williams")]
+    late = [p.read_bytes() for p in person_photos("naomi_watts")]
+    expired = grpc.StatusCode.DEADLINE_EXCEEDED
+    with grpc.insecure_channel(server.address) as channel:
+        faceid = pb_grpc.FaceIdStub(channel)
+        faceid.Enroll(pb.EnrollRequest(identity="serena_williams", images=known[:1]), timeout=120)
+        faces_before = faceid.GetStats(pb.GetStatsRequest(), timeout=30).faces
+        ended = {m: _ended_with(server, m, expired) for m in ("Identify", "Enroll", "EnrollStream")}
+        (sub_i, items_i, dropped_i), (sub_b, items_b, dropped_b) = _counters(interactive), _counters(bulk)
+        with server.scheduler.hold(Priority.INTERACTIVE):  # the accelerator is busy: every call waits
+            identify = faceid.Identify.future(pb.IdentifyRequest(image=known[1]), timeout=1.0)
+            enroll = faceid.Enroll.future(pb.EnrollRequest(identity="naomi_watts", images=late[:2]), timeout=1.0)
+            stream = faceid.EnrollStream(
+                iter([pb.EnrollStreamRequest(identity="naomi_watts", image=photo) for photo in late[2:4]]), timeout=1.0
+            )
+            _wait_for(lambda: interactive.submitted - sub_i == 3 and bulk.submitted - sub_b == 2,
+                      "the calls' photos never reached the batchers")
+            with pytest.raises(grpc.RpcError) as streamed:
+                list(stream)
+            assert streamed.value.code() is expired
+            assert identify.exception(30).code() is expired and enroll.exception(30).code() is expired
+            # The server ends the calls itself while the accelerator is still held: it does not wait for it.
+            _wait_for(lambda: all(_ended_with(server, m, expired) - n == 1 for m, n in ended.items()),
+                      "the server went on with calls past their deadline")
+        # A normal call after them is answered, which also means that the batches before it have been handled.
+        answer = faceid.Identify(pb.IdentifyRequest(image=known[2]), timeout=120)
+        assert answer.faces[0].identity == "serena_williams"
+        assert faceid.GetStats(pb.GetStatsRequest(), timeout=30).faces == faces_before
+        with pytest.raises(grpc.RpcError) as missing:
+            faceid.GetIdentity(pb.GetIdentityRequest(name="naomi_watts"), timeout=30)
+        assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+        _wait_for(lambda: bulk.cancelled - dropped_b == 2, "the stream's photos were not dropped")
+        faceid.DeleteIdentity(pb.DeleteIdentityRequest(name="serena_williams"), timeout=60)
+    # Of the interactive photos only the last Identify's was detected and embedded; the expired ones were dropped.
+    assert (interactive.items - items_i, interactive.cancelled - dropped_i) == (1, 3)
+    assert bulk.items == items_b
+
+
+def test_a_cancelled_identify_is_never_analysed(server: RunningServer) -> None:
+    engine = server.wait_ready(1)
+    batcher = engine.pipeline.batcher("interactive")
+    photos = [p.read_bytes() for p in person_photos("hugo_chavez")]
+    with grpc.insecure_channel(server.address) as channel:
+        faceid = pb_grpc.FaceIdStub(channel)
+        faceid.Enroll(pb.EnrollRequest(identity="hugo_chavez", images=photos[:1]), timeout=120)
+        cancelled = _ended_with(server, "Identify", grpc.StatusCode.CANCELLED)
+        submitted, items, dropped = _counters(batcher)
+        with server.scheduler.hold(Priority.INTERACTIVE):
+            call = faceid.Identify.future(pb.IdentifyRequest(image=photos[1]))  # no deadline: only the cancel ends it
+            _wait_for(lambda: batcher.submitted - submitted == 1, "the call's photo never reached the batcher")
+            assert call.cancel()
+            _wait_for(lambda: _ended_with(server, "Identify", grpc.StatusCode.CANCELLED) - cancelled == 1,
+                      "the server went on with a cancelled call")
+        answer = faceid.Identify(pb.IdentifyRequest(image=photos[2]), timeout=120)
+        faceid.DeleteIdentity(pb.DeleteIdentityRequest(name="hugo_chavez"), timeout=60)
+    assert answer.faces[0].identity == "hugo_chavez"
+    assert (batcher.items - items, batcher.cancelled - dropped) == (1, 1)

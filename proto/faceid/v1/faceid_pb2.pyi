@@ -391,6 +391,16 @@ class DeleteIdentityResponse(_message.Message):
     faces_deleted: int
     def __init__(self, identity_id: _Optional[int] = ..., identity: _Optional[str] = ..., faces_deleted: _Optional[int] = ...) -> None: ...
 
+class RenameIdentityRequest(_message.Message):
+    __slots__ = ("name", "id", "new_name")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: int
+    new_name: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[int] = ..., new_name: _Optional[str] = ...) -> None: ...
+
 class GetStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

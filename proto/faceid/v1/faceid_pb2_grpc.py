@@ -74,6 +74,11 @@ class FaceIdStub:
                 request_serializer=faceid_dot_v1_dot_faceid__pb2.DeleteIdentityRequest.SerializeToString,
                 response_deserializer=faceid_dot_v1_dot_faceid__pb2.DeleteIdentityResponse.FromString,
                 _registered_method=True)
+        self.RenameIdentity = channel.unary_unary(
+                '/faceid.v1.FaceId/RenameIdentity',
+                request_serializer=faceid_dot_v1_dot_faceid__pb2.RenameIdentityRequest.SerializeToString,
+                response_deserializer=faceid_dot_v1_dot_faceid__pb2.Identity.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/faceid.v1.FaceId/GetStats',
                 request_serializer=faceid_dot_v1_dot_faceid__pb2.GetStatsRequest.SerializeToString,
@@ -149,6 +154,19 @@ class FaceIdServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenameIdentity(self, request, context):
+        """Gives an identity (by name or id) a new name; its id, faces, vectors and metadata stay as they are, so
+        its photos identify under the new name at once. Renaming to the current name changes nothing.
+        Recorded in the audit log (by identity id, never by name) with the caller's key.
+        - INVALID_ARGUMENT  no identity named (neither name nor id), or a bad new_name (empty, surrounding
+        spaces, control or invisible characters, more than 200 characters). Nothing changes.
+        - NOT_FOUND         no identity with that name or id.
+        - ALREADY_EXISTS    another identity already has new_name (merge the two instead: MergeIdentities).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -197,6 +215,11 @@ def add_FaceIdServicer_to_server(servicer, server):
                     servicer.DeleteIdentity,
                     request_deserializer=faceid_dot_v1_dot_faceid__pb2.DeleteIdentityRequest.FromString,
                     response_serializer=faceid_dot_v1_dot_faceid__pb2.DeleteIdentityResponse.SerializeToString,
+            ),
+            'RenameIdentity': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenameIdentity,
+                    request_deserializer=faceid_dot_v1_dot_faceid__pb2.RenameIdentityRequest.FromString,
+                    response_serializer=faceid_dot_v1_dot_faceid__pb2.Identity.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -420,6 +443,33 @@ class FaceId:
             '/faceid.v1.FaceId/DeleteIdentity',
             faceid_dot_v1_dot_faceid__pb2.DeleteIdentityRequest.SerializeToString,
             faceid_dot_v1_dot_faceid__pb2.DeleteIdentityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenameIdentity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/faceid.v1.FaceId/RenameIdentity',
+            faceid_dot_v1_dot_faceid__pb2.RenameIdentityRequest.SerializeToString,
+            faceid_dot_v1_dot_faceid__pb2.Identity.FromString,
             options,
             channel_credentials,
             insecure,

@@ -218,6 +218,29 @@ def delete(
 
 
 @app.command()
+def rename(
+    old: Annotated[str, typer.Argument(help="the identity's current name")],
+    new: Annotated[str, typer.Argument(help="its new name (must not belong to another identity: see `merge`)")],
+    server: Server = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    as_json: Json = False,
+    timeout: Timeout = 60.0,
+    wait: Wait = 0.0,
+) -> None:
+    """Rename OLD to NEW; its faces stay and identify as NEW from now on."""
+    with session(connect(server, api_key=api_key, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key), as_json, timeout, wait) as client:
+        result = client.rename_identity(old, new_name=new)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        # markup=False: a name like "[red]x" is text, not a style
+        _out().print(f"renamed {old!r} to {result.name!r} (id {result.id}, {result.face_count} face(s))", markup=False)
+
+
+@app.command()
 def stats(
     server: Server = DEFAULT_SERVER,
     api_key: ApiKeyOpt = None,

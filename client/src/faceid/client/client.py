@@ -284,6 +284,12 @@ class FaceIdClient:
         request = _ref_request(pb.DeleteIdentityRequest, name, id)
         return t.DeleteResult.from_proto(self._call(self._stub.DeleteIdentity, request))
 
+    def rename_identity(self, name: str | None = None, *, new_name: str, id: int | None = None) -> t.Identity:
+        """Give an identity (by name or id) a new name; its faces stay. AlreadyExists if the name is taken."""
+        request = _ref_request(pb.RenameIdentityRequest, name, id)
+        request.new_name = new_name
+        return t.Identity.from_proto(self._call(self._stub.RenameIdentity, request))
+
     def stats(self, *, timeout: float | None = None) -> t.Stats:
         return t.Stats.from_proto(self._call(self._stub.GetStats, pb.GetStatsRequest(), timeout))
 

@@ -17,6 +17,7 @@ leave in the order the messages came.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -90,6 +91,8 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, window: int, name: 
     it are ready, even while the next item has not arrived (a client may wait for an answer before sending
     more). An exception of `fn` is raised where its result would have been; one of `items` after the
     results of the items read before it. Closing the generator stops reading; calls already running finish.
+    Each call runs in a copy of the context the generator was started in, so the call's cancel scope
+    (cancellation.py) reaches the worker threads.
     """
     if window < 1:
         raise ValueError(f"window must be at least 1, got {window}")
@@ -97,6 +100,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, window: int, name: 
     ready: queue.Queue[object] = queue.Queue()
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix=name)
+    context = contextvars.copy_context()  # taken at the first next(), on the consumer's (the RPC's) thread
 
     def read() -> None:
         try:
@@ -104,7 +108,7 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], *, window: int, name: 
                 slots.acquire()
                 if stop.is_set():
                     return
-                ready.put(pool.submit(fn, item))
+                ready.put(pool.submit(context.copy().run, fn, item))  # one copy each: a Context runs on one thread at a time
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there in order
             ready.put(exc)
         finally:

@@ -2,7 +2,8 @@
 
 One call here is one unit of work: validate everything first, compute (accelerator work through the
 runner), then write to the store in one transaction and only then update the derived vector index.
-A rejected request never writes anything.
+A rejected request never writes anything. A call whose caller has gone (cancelled, deadline passed:
+cancellation.py) stops between stages and before its commit, never after it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from faceid.indexer import errors
 from faceid.indexer.bulk import on_record
+from faceid.indexer.cancellation import raise_if_cancelled
 from faceid.indexer.clustering import Progress
 from faceid.indexer.clustering_service import ClusteringRuns, GalleryClustering, Scope, run_clustering
 from faceid.indexer.config import AcceleratorRunner, EngineConfig, run_directly
@@ -270,6 +272,8 @@ class FaceEngine:
         decoded = [self.pipeline.decode(data) for data, _ in photos]
         decode_s = (time.perf_counter() - t0) / len(photos)
         analyzed = self.pipeline.analyze(decoded, kind="interactive")
+        # The batch may have run while the call was cancelled (too late to drop it): stop before the search.
+        raise_if_cancelled()
         for item, (_, what) in zip(analyzed, photos, strict=True):
             item.timings["decode"] = decode_s
             if not item.detections:
@@ -347,6 +351,7 @@ class FaceEngine:
         decoded = []
         prepared: list[tuple[int, AnalyzedImage | ImageOutcome]] = []
         for i, data in enumerate(images):
+            raise_if_cancelled()  # up to 64 photos: a cancelled call stops decoding them
             try:
                 decoded.append((i, self.pipeline.decode(data)))
             except errors.ImageTooLarge as exc:
@@ -387,6 +392,9 @@ class FaceEngine:
             return self._nothing_enrolled(name, outcomes)
         new_faces = [f for _, _, fs in to_store for f in fs]
         with self._write_lock:
+            # The last point where a cancelled call stops (the write lock may have been waited for): once
+            # committed, an enrolment is kept, and the client's retry is answered DUPLICATE.
+            raise_if_cancelled()
             stored = self.store.enroll(name=name, metadata=meta, faces=new_faces, actor=actor or "system")
             self._index_added(new_faces, stored.faces)
         if stored.identity is None:  # every face is already someone else's
@@ -476,6 +484,7 @@ class FaceEngine:
             return StreamEnrollResult(outcome, None, name, self.model.id)
         faces = self._new_faces(item, rows)
         with self._write_lock:
+            raise_if_cancelled()  # never after the commit (see enroll)
             if labeled:
                 stored = self.store.enroll(name=name, metadata=meta, faces=faces, actor=actor or "system")
                 added: Sequence[FaceAdded] = stored.faces
@@ -733,6 +742,23 @@ class FaceEngine:
             with self._index_call(after_commit=True):
                 self.index.remove(np.array(deleted.faces_by_model.get(self.model.id, ()), dtype=np.int64))
         return DeleteResult(deleted.identity.id, deleted.identity.name, len(deleted.face_ids))
+
+    def rename_identity(
+        self, *, name: str | None = None, identity_id: int | None = None, new_name: str, actor: str = ""
+    ) -> IdentityInfo:
+        """Give an identity a new name (validated like an enrolment's); id, faces and vectors stay.
+
+        Nothing to do in the vector index: it holds face ids only, and every answer looks names up in the
+        store (identity_names), so the next Identify already answers with the new name.
+        """
+        if (name is None) == (identity_id is None):
+            raise errors.InvalidRequest("name the identity by exactly one of name or id")
+        new = validate_identity_name(new_name)
+        with self._write_lock:
+            row = self.store.rename_identity(
+                name=name, id=identity_id, new_name=new, actor=actor or "system", model_id=self.model.id
+            )
+        return self._info(row)
 
     # --------------------------------------------------------------------------------------- stats
     def stats(self) -> GalleryStats:

@@ -91,3 +91,12 @@ class QueueFull(FaceIdError):
 
 class Unavailable(FaceIdError):
     """Starting, loading or shutting down; the same request will work later."""
+
+
+# --- the caller has gone (CANCELLED / DEADLINE_EXCEEDED) ----------------------------------------------
+class Cancelled(FaceIdError):
+    """The call was cancelled by its client: its work stopped before the next stage (cancellation.py)."""
+
+
+class DeadlineExceeded(Cancelled):
+    """The call's deadline passed: its work stopped before the next stage, nothing was committed after it."""

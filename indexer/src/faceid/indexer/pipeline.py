@@ -67,12 +67,15 @@ class FacePipeline:
         self.max_faces = config.max_faces_per_image
         self.runner = runner
         # One batcher per priority class: concurrent requests of a class share detection and embedding
-        # batches; the runner (the server's scheduler) decides which class uses the accelerator next.
+        # batches; the runner (the server's scheduler) decides which class uses the accelerator next. The
+        # batcher hands the runner its whole turn, so photos of callers cancelled while the turn waited for
+        # the accelerator are dropped before detection (batching.py).
         self._batchers = {
             kind: MicroBatcher(
-                lambda items, kind=kind: self.runner(kind, self._analyze_now, items, True, True),
+                lambda items: self._analyze_now(items, True, True),
                 max_batch=config.detect_batch_size,
                 name=f"faceid-{kind}-batcher",
+                run=lambda turn, kind=kind: self.runner(kind, turn),
             )
             for kind in ("interactive", "bulk")
         }
@@ -84,7 +87,7 @@ class FacePipeline:
         """Detect and embed the faces of decoded photos, batched with other callers' photos of the same kind.
 
         kind: "interactive" (Verify/Identify/Embed, unary Enroll) or "bulk" (EnrollStream). Crops are kept
-        for thumbnails.
+        for thumbnails. Raises errors.Cancelled when the current call is cancelled first (cancellation.py).
         """
         return self._batchers[kind].submit_many(list(images))
 

@@ -22,6 +22,7 @@ from faceid.server.auth import build_interceptor, is_loopback
 from faceid.server.clustering_servicer import register as register_clustering
 from faceid.server.config import Settings
 from faceid.server.database_health import DatabaseWatch, database_down, describe, is_server_database, open_when_reachable
+from faceid.server.deadlines import CancellationInterceptor
 from faceid.server.index_health import HealthSwitch, IndexWatch, ServingGate
 from faceid.server.lifecycle import EngineSlot
 from faceid.server.metrics import MetricsInterceptor, MetricsServer, start_metrics
@@ -129,8 +130,12 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="faceid-rpc"),
         # First is outermost: metrics see the final status chosen by the error mapping. Auth runs before
-        # any servicer code; undecodable request bytes become INVALID_ARGUMENT (faceid.server.wire).
-        interceptors=[MetricsInterceptor(metrics.rpc), auth, MalformedRequestInterceptor(), ErrorMappingInterceptor()],
+        # any servicer code; undecodable request bytes become INVALID_ARGUMENT (faceid.server.wire); each
+        # call's work runs in its cancel scope, stopped when the call is cancelled or expires (deadlines.py).
+        interceptors=[
+            MetricsInterceptor(metrics.rpc), auth, MalformedRequestInterceptor(), ErrorMappingInterceptor(),
+            CancellationInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", size),
             ("grpc.max_send_message_length", size),

@@ -103,6 +103,7 @@ def method_scopes(*, style_scope: Scope = Scope.WRITE) -> Mapping[str, Scope | N
         "/faceid.v1.FaceId/Enroll": Scope.WRITE,
         "/faceid.v1.FaceId/EnrollStream": Scope.WRITE,
         "/faceid.v1.FaceId/DeleteIdentity": Scope.WRITE,
+        "/faceid.v1.FaceId/RenameIdentity": Scope.WRITE,
         "/faceid.v1.Clustering/Cluster": Scope.ADMIN,  # reads every face, keeps the accelerator busy
         "/faceid.v1.Clustering/NameFaces": Scope.WRITE,
         "/faceid.v1.Clustering/MergeIdentities": Scope.WRITE,

@@ -59,7 +59,7 @@ class FaceIdServicer(pb_grpc.FaceIdServicer):
         self, request_iterator: Iterator[pb.EnrollStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.EnrollStreamResponse]:
         engine = self._engine
-        actor = current_actor()  # read here: the window's worker threads do not carry the RPC's context
+        actor = current_actor()  # read once here (bulk.ordered_map also hands the RPC's context to its workers)
 
         def enroll_one(request: pb.EnrollStreamRequest) -> pb.EnrollStreamResponse:
             # The engine commits before returning, so each response acknowledges a durable face.
@@ -129,6 +129,13 @@ class FaceIdServicer(pb_grpc.FaceIdServicer):
         name, identity_id = convert.oneof_ref(request, "ref", "DeleteIdentity")
         result = self._engine.delete_identity(name=name, identity_id=identity_id, actor=current_actor())
         return convert.delete_response(result)
+
+    def RenameIdentity(self, request: pb.RenameIdentityRequest, context: grpc.ServicerContext) -> pb.Identity:
+        name, identity_id = convert.oneof_ref(request, "ref", "RenameIdentity")
+        result = self._engine.rename_identity(
+            name=name, identity_id=identity_id, new_name=request.new_name, actor=current_actor()
+        )
+        return convert.identity(result)
 
     def GetStats(self, request: pb.GetStatsRequest, context: grpc.ServicerContext) -> pb.Stats:
         return convert.stats(self._engine.stats(), self._version)

@@ -26,6 +26,10 @@ STATUS_TABLE: tuple[tuple[type[errors.FaceIdError], grpc.StatusCode], ...] = (
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    # Usually the client already has its status (the call ended when it was cancelled or expired) and _handle
+    # sends nothing; these apply when the engine noticed the passed deadline first.
+    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.Cancelled, grpc.StatusCode.CANCELLED),
 )
 
 RETRY_AFTER_KEY = "retry-after-s"  # trailing metadata on RESOURCE_EXHAUSTED: seconds to wait
@@ -96,6 +100,13 @@ class ErrorMappingInterceptor(WrappingInterceptor):
 def _handle(context: grpc.ServicerContext, exc: Exception, method: str) -> None:
     # A behaviour that called context.abort itself (or an inner interceptor that did) has already
     # chosen its status; a call the client cancelled has nobody to answer. Leave both alone.
-    if already_aborted(context) or not context.is_active():
+    if already_aborted(context):
+        return
+    if not context.is_active():
+        if isinstance(exc, errors.Cancelled):
+            # The work stopped because its caller went away (deadlines.py): an expected end, so no
+            # "Exception calling application" traceback from grpcio; abort sends nothing to a finished call
+            # and leaves the reason for the metrics.
+            context.abort(status_for(exc), str(exc))
         return
     abort_with(context, exc, method)

@@ -229,12 +229,21 @@ class GalleryStore:
             log.warning("identity %d erased, but a long reader kept its old pages in the WAL for now", row.id)
         return DeletedIdentity(row, {m: tuple(ids) for m, ids in by_model.items()})
 
-    def rename_identity(self, *, name: str, new_name: str, actor: str = SYSTEM_ACTOR) -> IdentityRow:
+    def rename_identity(
+        self,
+        *,
+        name: str | None = None,
+        id: int | None = None,
+        new_name: str,
+        actor: str = SYSTEM_ACTOR,
+        model_id: str | None = None,
+    ) -> IdentityRow:
+        """Rename the identity called `name` (or with `id`); face_count counts faces of `model_id` (or all)."""
         new_name = check_name(new_name)
         with self._write() as session:
-            ident = _find_identity(session, name, None)
+            ident = _find_identity(session, name, id)
             if new_name == ident.name:
-                return _identity_row(session, ident, None)
+                return _identity_row(session, ident, model_id)
             if session.scalar(select(Identity.id).where(Identity.name == new_name)) is not None:
                 raise AlreadyExists(f"an identity called {new_name!r} already exists: merge the two instead")
             try:
@@ -246,7 +255,7 @@ class GalleryStore:
             except IntegrityError as exc:  # created meanwhile by another server
                 raise AlreadyExists(f"an identity called {new_name!r} already exists") from exc
             audit(session, actor, "identity.rename", identity_subject(ident.id), {"identity_id": ident.id})
-            return _identity_row(session, ident, None)
+            return _identity_row(session, ident, model_id)
 
     def merge_identities(self, *, source: str, target: str, actor: str = SYSTEM_ACTOR) -> MergeResult:
         """Move every face of `source` to `target`, merge metadata (target's values win), delete `source`."""
