@@ -388,3 +388,30 @@ def test_interrupted_killed_and_restarted_run_ends_like_an_uninterrupted_one(
     for (_, _, a), (_, _, b) in zip(resumed, reference, strict=True):
         assert iou(a, b) >= 0.9, (a, b)
     assert read_rejected(tmp_path / "r4.csv").keys() == {"coffee.jpg", "group.jpg", "broken.jpg", "tiny.jpg", "stray.jpg"}
+
+
+def test_summary_for_people_names_every_outcome_and_the_rejection_file(tmp_path: Path) -> None:
+    """Without --json, the end of a run is a table a person reads: counts per outcome, speed, the CSV path."""
+    from collections import Counter
+
+    from faceid.client.index_cmd import Summary, _print_summary
+    from rich.console import Console
+
+    summary = Summary(total=12, done=10, stored=6, on_record=1, rejected=3, faces_found=8, faces_stored=6,
+                      elapsed_s=4.0, interrupted=True, reasons=Counter({"no_face": 2, "multiple_faces": 1}))
+    console = Console(record=True, width=120)
+    _print_summary(console, summary, tmp_path / "rejected.csv")
+    text = console.export_text()
+    assert "interrupted" in text and "run the same command again" in text
+    assert "10 of 12 gone through" in text
+    assert "6 photos, 6 faces" in text
+    assert "2 no_face, 1 multiple_faces" in text  # most common reason first
+    assert "2.50 images/s" in text
+    assert str(tmp_path / "rejected.csv") in text
+
+    clean = Summary(total=2, done=2, stored=2, faces_found=2, faces_stored=2, elapsed_s=1.0)
+    console = Console(record=True, width=120)
+    _print_summary(console, clean, tmp_path / "rejected.csv")
+    text = console.export_text()
+    assert "done" in text and "interrupted" not in text
+    assert "rejected.csv" not in text  # no file to point at when nothing was rejected
