@@ -314,15 +314,15 @@ def _free_port() -> int:
 
 
 def spawn_server(folder: Path, name: str = "server", torch_threads: int = 0,
-                 database: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+                 database: str | None = None, slots: int = 0) -> tuple[subprocess.Popen[bytes], str]:
     """A faceid-server on a free loopback port; every server spawned in `folder` shares its gallery load.db
-    (or `database`, a URL). torch_threads: CPU inference threads (0 = all usable cores; several servers split
-    the cores instead of oversubscribing them)."""
+    (or `database`, a URL). torch_threads, slots: the server's accelerator sizing (0 = its own choice: one
+    1-thread slot per usable core; several servers split the cores instead of oversubscribing them)."""
     port = _free_port()
     script = Path(sys.executable).with_name("faceid-server")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "faceid.server.cli"]
     env = {**os.environ, "FACEID_MODEL_DIR": str(SHARED / "models"), "FACEID_STYLE__ENABLED": "false",
-           "FACEID_SCHEDULER__TORCH_THREADS": str(torch_threads)}
+           "FACEID_SCHEDULER__TORCH_THREADS": str(torch_threads), "FACEID_SCHEDULER__SLOTS": str(slots)}
     log = (folder / f"{name}.log").open("wb")
     process = subprocess.Popen(
         [*command, "--listen", f"127.0.0.1:{port}", "--database", database or f"sqlite:///{folder / 'load.db'}",
@@ -372,7 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true",
                         help="spawned servers share a throwaway PostgreSQL started for the run (tests/postgres_server.py)")
     parser.add_argument("--torch-threads", type=int, default=None,
-                        help="spawned servers' CPU inference threads (default: the cores split between them)")
+                        help="spawned servers' CPU inference threads per slot (default: the server's choice)")
+    parser.add_argument("--accelerator-slots", type=int, default=None,
+                        help="spawned servers' accelerator slots (default: one server: its choice, one per core; "
+                        "several: the cores split between them)")
     parser.add_argument("--api-key", default=os.environ.get("FACEID_API_KEY"), help="sent as x-api-key")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rate", type=float, default=5.0, help="open loop: requests per second")
@@ -399,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not 1 <= args.spawn <= 8:
             raise SystemExit("--spawn must be 1..8")
-        threads = args.torch_threads if args.torch_threads is not None else (
+        threads = args.torch_threads if args.torch_threads is not None else 0
+        slots = args.accelerator_slots if args.accelerator_slots is not None else (
             0 if args.spawn == 1 else max(1, (os.cpu_count() or 1) // args.spawn))
         database = args.database
         if args.postgres:
@@ -409,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             postgres = PostgresServer()  # note: the throwaway cluster runs with fsync=off
             postgres.start()
             database = postgres.create_database("load")
-        spawned = [spawn_server(workdir, f"server{i}", threads, database) for i in range(args.spawn)]
+        spawned = [spawn_server(workdir, f"server{i}", threads, database, slots) for i in range(args.spawn)]
         processes = [p for p, _ in spawned]
         addresses = [a for _, a in spawned]
     address = ",".join(addresses)

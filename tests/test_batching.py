@@ -163,3 +163,45 @@ def test_a_scope_cancelled_before_submitting_queues_nothing() -> None:
     finally:
         batcher.close()
     assert batcher.submitted == 0
+
+
+def test_several_workers_run_batches_side_by_side_and_every_caller_gets_its_own_answer() -> None:
+    """One worker per accelerator slot: a second batch starts while the first still runs."""
+    running = 0
+    peak = 0
+    arrivals = 0
+    lock = threading.Lock()
+    both_started = threading.Barrier(2, timeout=10)
+
+    def work(items: list[int]) -> list[int]:
+        nonlocal running, peak, arrivals
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            arrivals += 1
+            first_two = arrivals <= 2
+        if first_two:
+            both_started.wait()  # the first two batches meet here: only possible if they overlap
+        time.sleep(0.005)
+        with lock:
+            running -= 1
+        return [2 * i for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(work, max_batch=2, workers=2)
+    results: dict[int, int] = {}
+    try:
+        callers = [threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.submit(i))) for i in range(20)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(10)
+    finally:
+        batcher.close()
+    assert peak == 2
+    assert results == {i: 2 * i for i in range(20)}
+    assert batcher.items == 20 and batcher.batches >= 10
+
+
+def test_workers_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(lambda items: items, workers=0)

@@ -1,11 +1,12 @@
 """Micro-batching: concurrent callers' items are processed together in one accelerator turn.
 
 Throughput on the accelerator comes from batches (InceptionResnetV1 on 2 CPU cores: 20 images/s at
-batch 1, about 48 at batch 8), but each RPC brings one photo. A MicroBatcher has one worker thread that
-waits for items, takes everything queued (up to `max_batch`) and processes it as one batch; callers
-block on their own item's result. There is no artificial delay: while one batch runs, the next one
-fills up by itself, so an idle server answers a lone request at once and a busy one batches more.
-Items are taken first in, first out: a caller is never overtaken by a later caller's items.
+batch 1, about 48 at batch 8), but each RPC brings one photo. A MicroBatcher has `workers` threads (one
+per accelerator slot: server/scheduler.py) that each wait for items, take everything queued (up to
+`max_batch`) and process it as one batch; callers block on their own item's result. There is no
+artificial delay: while the batches run, the next ones fill up by themselves, so an idle server answers
+a lone request at once and a busy one batches more. Items are taken first in, first out: a caller is
+never overtaken by a later caller's items (with several workers, later items may finish first).
 
 A caller that is cancelled (its RPC cancelled or past its deadline: cancellation.py) gets its items back
 out: their futures are cancelled at once, the caller raises errors.Cancelled, and the worker drops them.
@@ -46,9 +47,12 @@ class MicroBatcher(Generic[T, R]):
         max_batch: int = 16,
         name: str = "batcher",
         run: Callable[[Callable[[], Any]], Any] = _run_directly,
+        workers: int = 1,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self._process = process
         self._run = run
         self._max_batch = max_batch
@@ -59,8 +63,12 @@ class MicroBatcher(Generic[T, R]):
         self.batches = 0
         self.items = 0  # items processed
         self.cancelled = 0  # items dropped unprocessed because their caller was cancelled
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"{name}-{i}" if workers > 1 else name, daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit_many(self, items: Sequence[T]) -> list[R]:
         """Process items (possibly together with other callers' items); blocks until all are done.
@@ -144,8 +152,9 @@ class MicroBatcher(Generic[T, R]):
                 fut.set_exception(exc)
             return
         if claimed:
-            self.batches += 1
-            self.items += len(claimed)
+            with self._cond:  # several workers count here
+                self.batches += 1
+                self.items += len(claimed)
         for (_, fut), result in zip(claimed, results, strict=True):
             fut.set_result(result)
 
@@ -153,4 +162,5 @@ class MicroBatcher(Generic[T, R]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)

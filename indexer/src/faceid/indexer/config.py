@@ -10,8 +10,9 @@ from typing import Any, Protocol
 class AcceleratorRunner(Protocol):
     """Runs accelerator work; the server passes its priority scheduler, tools run it directly.
 
-    `kind` is "interactive" (verify/identify/embed, unary enrol: a caller waits) or "bulk" (streamed
-    enrolment, clustering).
+    `kind` is "interactive" (verify/identify/embed, unary enrol: a caller waits), "bulk" (streamed
+    enrolment) or "bulk-exclusive" (clustering: bulk work that spreads over every core by itself, so it
+    takes the whole accelerator rather than one of its slots).
     """
 
     def __call__(self, kind: str, fn: Callable[..., Any], /, *args: Any) -> Any: ...
@@ -47,6 +48,9 @@ class EngineConfig:
     detect_batch_size: int = 16  # photos per detection batch (concurrent requests are batched together)
     # embedding
     embed_batch_size: int = 32
+    # Worker threads per micro-batcher: the server sets it to its accelerator slots (server/scheduler.py),
+    # so that as many batches as there are slots can run at once. 1 for tools running the engine directly.
+    batch_workers: int = 1
     # identify
     default_top_k: int = 5
     max_top_k: int = 100

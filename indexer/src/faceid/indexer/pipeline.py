@@ -67,7 +67,7 @@ class FacePipeline:
         self.max_faces = config.max_faces_per_image
         self.runner = runner
         # One batcher per priority class: concurrent requests of a class share detection and embedding
-        # batches; the runner (the server's scheduler) decides which class uses the accelerator next. The
+        # batches, with one worker per accelerator slot (several batches at once on a many-slot CPU); the runner (the server's scheduler) decides which class uses the accelerator next. The
         # batcher hands the runner its whole turn, so photos of callers cancelled while the turn waited for
         # the accelerator are dropped before detection (batching.py).
         self._batchers = {
@@ -76,6 +76,7 @@ class FacePipeline:
                 max_batch=config.detect_batch_size,
                 name=f"faceid-{kind}-batcher",
                 run=lambda turn, kind=kind: self.runner(kind, turn),
+                workers=config.batch_workers,
             )
             for kind in ("interactive", "bulk")
         }

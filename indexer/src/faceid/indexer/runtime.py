@@ -30,8 +30,9 @@ def configure_torch_threads(threads: int | None = None) -> int:
     """Size torch's intra-op pool to the cores we were given, once, before any model runs.
 
     Oversubscription is the costliest mistake on small machines: measured here, a 2-thread forward on
-    2 cores falls from 20 to under 1 image/s when another busy thread holds a core. The accelerator
-    scheduler makes sure only one torch computation runs at a time, so it may use every core.
+    2 cores falls from 20 to under 1 image/s when another busy thread holds a core. `threads` is per
+    computation: the server's scheduler runs at most `slots` computations at once and sizes
+    slots × threads to the cores (server/scheduler.py). None = every usable core (one computation).
     """
     import torch
 

@@ -7,6 +7,7 @@ does health turn SERVING. Calls that arrive earlier get UNAVAILABLE with a "load
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -20,13 +21,13 @@ import grpc
 from faceid.server.admin_servicer import ADMIN_SERVICE, AdminServicer
 from faceid.server.auth import build_interceptor, is_loopback
 from faceid.server.clustering_servicer import register as register_clustering
-from faceid.server.config import Settings
+from faceid.server.config import Settings, usable_cores
 from faceid.server.database_health import DatabaseWatch, database_down, describe, is_server_database, open_when_reachable
 from faceid.server.deadlines import CancellationInterceptor
 from faceid.server.index_health import HealthSwitch, IndexWatch, ServingGate
 from faceid.server.lifecycle import EngineSlot
 from faceid.server.metrics import MetricsInterceptor, MetricsServer, start_metrics
-from faceid.server.scheduler import AcceleratorScheduler, Priority
+from faceid.server.scheduler import AcceleratorScheduler, Priority, plan_cpu_slots
 from faceid.server.servicer import FaceIdServicer
 from faceid.server.status import ErrorMappingInterceptor
 from faceid.server.tls import TlsFiles, server_credentials
@@ -49,7 +50,7 @@ def scheduler_runner(scheduler: AcceleratorScheduler) -> Callable[..., Any]:
 
     def run(kind: str, fn: Callable[..., Any], /, *args: Any) -> Any:
         priority = Priority.INTERACTIVE if kind == "interactive" else Priority.BULK
-        return scheduler.run(fn, *args, priority=priority)
+        return scheduler.run(fn, *args, priority=priority, exclusive=kind == "bulk-exclusive")
 
     return run
 
@@ -214,16 +215,36 @@ def _log_security(settings: Settings, auth: str) -> None:
                     "clear text; give --tls-cert and --tls-key")
 
 
+def size_accelerator(settings: Settings, scheduler: AcceleratorScheduler) -> int:
+    """Slots and torch threads for the resolved device (scheduler.py); sets both, returns the slots."""
+    from faceid.indexer.runtime import configure_torch_threads, resolve_device
+
+    given = settings.scheduler
+    cores = usable_cores()
+    if resolve_device(settings.device).startswith("cuda"):
+        # One computation on the GPU at a time; the CPU threads serve its pre- and post-processing.
+        slots, threads = given.slots or 1, given.torch_threads or cores
+    else:
+        slots, threads = plan_cpu_slots(cores, given.torch_threads, given.slots)
+        if slots * threads > cores:
+            log.warning("%d accelerator slots x %d torch threads exceed the %d usable cores: computations will "
+                        "stall each other (ARCHITECTURE.md, oversubscription)", slots, threads, cores)
+    configure_torch_threads(threads)
+    scheduler.set_slots(slots)
+    log.info("accelerator: %d slot(s), %d torch thread(s) each", slots, threads)
+    return slots
+
+
 def _load_engine(running: RunningServer, settings: Settings) -> None:
     log.info("loading model %s and the gallery index (%s)", settings.model, settings.database_for_logs)
     try:
         # Imported here: torch and FAISS load in this thread, while health already answers NOT_SERVING.
         from faceid.indexer.engine import FaceEngine
-        from faceid.indexer.runtime import configure_torch_threads
 
-        configure_torch_threads(settings.scheduler.torch_threads or None)
+        slots = size_accelerator(settings, running.scheduler)
+        config = dataclasses.replace(settings.to_engine_config(), batch_workers=slots)
         engine = open_when_reachable(
-            lambda: FaceEngine.open(settings.to_engine_config(), runner=scheduler_runner(running.scheduler)),
+            lambda: FaceEngine.open(config, runner=scheduler_runner(running.scheduler)),
             settings.database, running._stopping, running.slot.set_waiting,
         )
         if engine is None:  # stopped while waiting for the database

@@ -34,7 +34,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     """Flags the user gave (None = not given), nested groups as dicts so env values for the rest survive."""
     given = {k: v for k, v in flags.items() if v is not None}
     limits = {k: given.pop(k) for k in ("max_message_bytes",) if k in given}
-    scheduler = {k: given.pop(k) for k in ("torch_threads",) if k in given}
+    scheduler = {k.removeprefix("accelerator_"): given.pop(k) for k in ("torch_threads", "accelerator_slots") if k in given}
     auth = {k.removeprefix("auth_"): given.pop(k) for k in ("auth_mode",) if k in given}
     tls = {k.removeprefix("tls_"): given.pop(k) for k in ("tls_cert_file", "tls_key_file", "tls_client_ca_file") if k in given}
     if auth:
@@ -77,7 +77,12 @@ def run(
     workers: Annotated[int | None, typer.Option(help="gRPC worker threads (default: from the usable cores)")] = None,
     grace_s: Annotated[float | None, typer.Option("--grace", help="seconds SIGTERM waits for in-flight calls (10)")] = None,
     max_message_bytes: Annotated[int | None, typer.Option(help="largest gRPC message (32 MiB)")] = None,
-    torch_threads: Annotated[int | None, typer.Option(help="CPU inference threads; 0 = usable cores")] = None,
+    torch_threads: Annotated[
+        int | None, typer.Option(help="CPU inference threads per accelerator slot; 0 = cores / slots (1)")
+    ] = None,
+    accelerator_slots: Annotated[
+        int | None, typer.Option(help="computations at once; 0 = 1 on a GPU, cores / torch threads on the CPU")
+    ] = None,
     allow_model_fetch: Annotated[
         bool | None, typer.Option("--fetch/--no-fetch", help="fetch a missing model on start (fetch)")
     ] = None,
@@ -113,6 +118,7 @@ def run(
         listen=listen, database=database, model=model, model_dir=model_dir, device=device, threshold=threshold,
         verifier_head=verifier_head, thumbnail_size=thumbnail_size,
         workers=workers, grace_s=grace_s, max_message_bytes=max_message_bytes, torch_threads=torch_threads,
+        accelerator_slots=accelerator_slots,
         allow_model_fetch=allow_model_fetch, log_format=log_format, log_level=log_level, metrics_port=metrics_port,
         auth_mode=auth_mode, tls_cert_file=tls_cert, tls_key_file=tls_key, tls_client_ca_file=tls_client_ca,
         vector_backend=vector_backend, milvus_uri=milvus_uri,

@@ -31,7 +31,7 @@ def usable_cores() -> int:
 
 
 def _default_workers() -> int:
-    # Accelerator work is serialised by the scheduler, so most worker threads wait on it or on the network;
+    # Accelerator work goes through the scheduler's few slots, so most worker threads wait on it or on the network;
     # several per core keep the queue fed (and give later micro-batching something to batch).
     return min(64, max(8, 8 * usable_cores()))
 
@@ -74,7 +74,14 @@ class LimitsSettings(BaseModel):
 class SchedulerSettings(BaseModel):
     """The accelerator scheduler (faceid.server.scheduler)."""
 
-    torch_threads: int = Field(0, ge=0, description="threads for CPU inference; 0 = the usable cores")
+    torch_threads: int = Field(
+        0, ge=0, description="torch threads per accelerator slot for CPU inference; 0 = cores / slots"
+    )
+    slots: int = Field(
+        0, ge=0, le=256,
+        description="computations on the accelerator at once; 0 = 1 on a GPU, cores / torch_threads on the CPU "
+        "(one 1-thread slot per core when neither is given; faceid.server.scheduler)",
+    )
     embed_batch_size: int = Field(32, ge=1)
 
 
