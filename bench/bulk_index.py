@@ -16,6 +16,7 @@ Target: served >= 0.8 x bare; above 1.0 is the stretch (the server detects on a 
 
     OMP_NUM_THREADS=2 uv run python bench/bulk_index.py                    # shared/data/faces, 2 rounds
     uv run python bench/bulk_index.py --rounds 3 --threads 2 --data PATH  # PATH/<person>/*.jpg
+    uv run python bench/bulk_index.py --server-threads 2 --server-slots 1  # the server as one 2-thread computation
 """
 
 from __future__ import annotations
@@ -110,12 +111,14 @@ def _script(name: str) -> str:
     return str(found) if found.exists() else shutil.which(name) or name
 
 
-def served_run(data: Path, threads: int, device: str, batch: int) -> tuple[Run, dict[str, float]]:
-    """Start a server on a fresh gallery, index `data` with the CLI, stop the server. (Run, extra timings)."""
+def served_run(data: Path, threads: int, slots: int, device: str, batch: int) -> tuple[Run, dict[str, float]]:
+    """Start a server on a fresh gallery, index `data` with the CLI, stop the server. (Run, extra timings).
+
+    threads, slots: the server's accelerator sizing (0 = its default, one 1-thread slot per core)."""
     tmp = Path(tempfile.mkdtemp(prefix="faceid-bulk-bench-"))
     address = f"127.0.0.1:{_free_port()}"
     env = {**os.environ, "FACEID_STYLE__ENABLED": "false",
-           "FACEID_SCHEDULER__TORCH_THREADS": str(threads)}
+           "FACEID_SCHEDULER__TORCH_THREADS": str(threads), "FACEID_SCHEDULER__SLOTS": str(slots)}
     log = (tmp / "server.log").open("wb")
     t0 = time.perf_counter()
     server = subprocess.Popen(
@@ -153,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=SHARED / "data" / "faces", help="folder of <person>/*.jpg")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads, here and in the server")
+    ap.add_argument("--threads", type=int, default=2, help="bare stages: torch CPU threads")
+    ap.add_argument("--server-threads", type=int, default=0,
+                    help="the server's torch threads per slot (0: its default, one 1-thread slot per core)")
+    ap.add_argument("--server-slots", type=int, default=0, help="the server's accelerator slots (0: its default)")
     ap.add_argument("--batch", type=int, default=8, help="bare: photos and crops per batch")
     ap.add_argument("--window", type=int, default=32, help="faceid index --batch (photos in flight)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -169,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         bare.append(bare_stages.run(paths))
         print(f"round {r + 1}: bare {bare[-1].rate:.2f} photos/s", file=sys.stderr, flush=True)
-        run, extra = served_run(args.data, args.threads, args.device, args.window)
+        run, extra = served_run(args.data, args.server_threads, args.server_slots, args.device, args.window)
         served.append(run)
         extras.append(extra)
         print(f"round {r + 1}: served {run.rate:.2f} photos/s ({extra})", file=sys.stderr, flush=True)
