@@ -8,8 +8,8 @@ import time
 from faceid.server.scheduler import AcceleratorScheduler, Priority
 
 
-def test_only_one_holder_at_a_time() -> None:
-    sched = AcceleratorScheduler()
+def _peak_concurrency(sched: AcceleratorScheduler, jobs: list[tuple[Priority, bool]], hold_s: float = 0.02) -> int:
+    """Run the jobs from one thread each; the most that ever ran at once."""
     active = 0
     peak = 0
     lock = threading.Lock()
@@ -19,17 +19,22 @@ def test_only_one_holder_at_a_time() -> None:
         with lock:
             active += 1
             peak = max(peak, active)
-        time.sleep(0.005)
+        time.sleep(hold_s)
         with lock:
             active -= 1
 
-    threads = [threading.Thread(target=sched.run, args=(work,), kwargs={"priority": p})
-               for p in [Priority.INTERACTIVE, Priority.BULK] * 8]
+    threads = [threading.Thread(target=sched.run, args=(work,), kwargs={"priority": p, "exclusive": e})
+               for p, e in jobs]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert peak == 1
+        t.join(10)
+    return peak
+
+
+def test_only_one_holder_at_a_time() -> None:
+    sched = AcceleratorScheduler()
+    assert _peak_concurrency(sched, [(Priority.INTERACTIVE, False), (Priority.BULK, False)] * 8, hold_s=0.005) == 1
     assert sum(sched.stats().runs.values()) == 16
 
 
@@ -114,30 +119,6 @@ def test_first_come_first_served_within_a_priority() -> None:
     for t in (holder, *waiters):
         t.join(10)
     assert order == ["interactive-1", "interactive-3", "interactive-4", "bulk-0", "bulk-2", "bulk-5"]
-
-
-def _peak_concurrency(sched: AcceleratorScheduler, jobs: list[tuple[Priority, bool]], hold_s: float = 0.02) -> int:
-    """Run the jobs from one thread each; the most that ever ran at once."""
-    active = 0
-    peak = 0
-    lock = threading.Lock()
-
-    def work() -> None:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        time.sleep(hold_s)
-        with lock:
-            active -= 1
-
-    threads = [threading.Thread(target=sched.run, args=(work,), kwargs={"priority": p, "exclusive": e})
-               for p, e in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    return peak
 
 
 def test_slots_bound_how_many_computations_run_at_once() -> None:
