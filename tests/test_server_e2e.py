@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -281,6 +282,12 @@ def test_metrics_count_calls_and_name_nobody(gallery: Gallery) -> None:
     assert 'faceid_rpc_requests_total{code="OK",method="faceid.v1.FaceId/Identify"}' in text
     assert 'faceid_rpc_requests_total{code="INVALID_ARGUMENT",method="faceid.v1.FaceId/Identify"}' in text
     assert "faceid_gallery_identities{" in text and "faceid_index_consistent{" in text
+    # how the accelerator is used: its slots, turns per priority, batches and cancelled photos per class
+    assert f"faceid_accelerator_slots {float(gallery.server.scheduler.slots)}" in text
+    assert 'faceid_accelerator_runs_total{priority="interactive"}' in text
+    analysed = re.search(r'^faceid_batch_photos_total\{kind="interactive"\} ([0-9.e+]+)$', text, re.M)
+    assert analysed is not None and float(analysed.group(1)) >= 2  # at least the two Identify photos above
+    assert 'faceid_cancelled_photos_total{kind="bulk"}' in text
     for person in PEOPLE:
         assert person not in text
 

@@ -121,8 +121,8 @@ def create_server(settings: Settings, *, engine: FaceEngine | None = None) -> Ru
     settings.export_environment()
     host, port = settings.host_port
     slot = EngineSlot(settings.model)
-    metrics = start_metrics(slot, settings.metrics_port, settings.metrics_addr)
     scheduler = AcceleratorScheduler()
+    metrics = start_metrics(slot, scheduler, settings.metrics_port, settings.metrics_addr)
     size = settings.limits.max_message_bytes
     # --- auth (faceid.server.auth): keys live in the gallery database, checked before any servicer code
     keys = _open_key_store(settings)

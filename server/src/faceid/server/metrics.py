@@ -1,4 +1,5 @@
-"""Prometheus metrics: per-RPC counts and latencies (labels: method, code) and gallery gauges.
+"""Prometheus metrics: per-RPC counts and latencies (labels: method, code), gallery gauges, and how the
+accelerator is used (slots, waiting work, micro-batches, photos dropped because their caller went away).
 
 Labels carry only the RPC's method name and status code, never names, metadata, keys or peers: a
 gallery's metrics must not leak who is in it. Each server owns its registry (several servers in one
@@ -17,8 +18,9 @@ from wsgiref.simple_server import WSGIServer
 import grpc
 from faceid.server.interceptors import Behavior, WrappingInterceptor, code_of
 from faceid.server.lifecycle import EngineSlot
+from faceid.server.scheduler import AcceleratorScheduler
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,45 @@ class GalleryCollector(Collector):
             yield gauge
 
 
+class AcceleratorCollector(Collector):
+    """The scheduler's slots and queue, and each micro-batcher's counters, read at scrape time."""
+
+    def __init__(self, scheduler: AcceleratorScheduler, slot: EngineSlot) -> None:
+        self._scheduler = scheduler
+        self._slot = slot
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        slots = GaugeMetricFamily("faceid_accelerator_slots", "computations that may run on the accelerator at once")
+        slots.add_metric([], float(self._scheduler.slots))
+        waiting = GaugeMetricFamily("faceid_accelerator_waiting", "pieces of work waiting for a slot now")
+        waiting.add_metric([], float(self._scheduler.waiting()))
+        stats = self._scheduler.stats()
+        runs = CounterMetricFamily("faceid_accelerator_runs", "turns on the accelerator", labels=["priority"])
+        waited = CounterMetricFamily("faceid_accelerator_wait_seconds", "time spent waiting for a slot",
+                                     labels=["priority"])
+        for priority, count in stats.runs.items():
+            runs.add_metric([priority.lower()], float(count))
+            waited.add_metric([priority.lower()], stats.waited_s[priority])
+        yield from (slots, waiting, runs, waited)
+        engine = self._slot.peek()
+        if engine is None:
+            return
+        batches = CounterMetricFamily("faceid_batches", "detection + embedding batches run", labels=["kind"])
+        items = CounterMetricFamily("faceid_batch_photos", "photos analysed in batches", labels=["kind"])
+        dropped = CounterMetricFamily(
+            "faceid_cancelled_photos", "photos never analysed because their call was cancelled or expired first",
+            labels=["kind"],
+        )
+        queued = GaugeMetricFamily("faceid_batch_queued_photos", "photos waiting for a batch now", labels=["kind"])
+        for kind in ("interactive", "bulk"):
+            batcher = engine.pipeline.batcher(kind)
+            batches.add_metric([kind], float(batcher.batches))
+            items.add_metric([kind], float(batcher.items))
+            dropped.add_metric([kind], float(batcher.cancelled))
+            queued.add_metric([kind], float(batcher.queued))
+        yield from (batches, items, dropped, queued)
+
+
 @dataclass
 class MetricsServer:
     registry: CollectorRegistry
@@ -148,11 +189,14 @@ class MetricsServer:
             self.http.server_close()
 
 
-def start_metrics(slot: EngineSlot, port: int, addr: str = "127.0.0.1") -> MetricsServer:
+def start_metrics(
+    slot: EngineSlot, scheduler: AcceleratorScheduler, port: int, addr: str = "127.0.0.1"
+) -> MetricsServer:
     """Create the registry; serve /metrics on addr:port when port > 0 (a port of 0 keeps it in-process only)."""
     registry = CollectorRegistry()
     rpc = RpcMetrics.create(registry)
     registry.register(GalleryCollector(slot))
+    registry.register(AcceleratorCollector(scheduler, slot))
     http: WSGIServer | None = None
     bound = 0
     if port > 0:
