@@ -264,3 +264,36 @@ def test_siamese_head_decides_verify(people: Path, trained: Path, tmp_path: Path
         assert by_distance.decided_by == "distance" and by_distance.match
     finally:
         engine.close()
+
+
+@pytest.mark.slow
+def test_eval_pairs_cli_reads_an_lfw_pairs_file(people: Path, tmp_path: Path) -> None:
+    """`faceid eval pairs pairs.txt --images DIR --pattern P`: LFW's format, folds included, same numbers as computed
+    independently from the reference embeddings."""
+    from face_crops import face_crops
+    from sklearn.metrics import roc_auc_score
+
+    a, b, c, d = PEOPLE
+    # 2 folds of 2 matched + 2 mismatched pairs (LFW: the header says folds and pairs per fold; matched first)
+    lines = ["2\t2",
+             f"{a}\t1\t2", f"{b}\t1\t3", f"{a}\t1\t{b}\t2", f"{c}\t3\t{d}\t1",
+             f"{c}\t1\t2", f"{d}\t2\t3", f"{a}\t3\t{d}\t3", f"{b}\t2\t{c}\t2"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    out = _invoke("eval", "pairs", str(tmp_path / "pairs.txt"), "--images", str(people), "--pattern",
+                  "{name}/{num:02d}.jpg", "--model-dir", str(MODELS_DIR), "--device", "cpu")
+    r = out["report"]
+    assert (out["pairs"], out["pairs_evaluated"], out["pairs_skipped"]) == (8, 8, 0)
+    assert (r["n_same"], r["n_different"]) == (4, 4)
+    fc = face_crops()
+    ref = {p.resolve(): e for p, e in zip(fc.paths, fc.embeddings, strict=True)}
+
+    def photo(name: str, num: str) -> Path:
+        return (people / name / f"{int(num):02d}.jpg").resolve()
+
+    same, dist = [], []
+    for line in lines[1:]:
+        f = line.split("\t")
+        x, y = (photo(f[0], f[1]), photo(f[0], f[2])) if len(f) == 3 else (photo(f[0], f[1]), photo(f[2], f[3]))
+        same.append(len(f) == 3)
+        dist.append(float(np.linalg.norm(ref[x] - ref[y])))
+    assert r["auc"] == pytest.approx(roc_auc_score(same, -np.array(dist)), abs=0.01)
