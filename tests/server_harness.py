@@ -93,6 +93,15 @@ def snapshot(db_path: Path, faceid: pb_grpc.FaceIdStub) -> StoreSnapshot:
     )
 
 
+def rpc_status(call: Any) -> tuple[grpc.StatusCode, str]:
+    """Make the gRPC call `call()`; its status code and details (OK and "" when it succeeds)."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
 def free_port() -> int:
     """A port that was free a moment ago (for servers that cannot bind port 0 themselves, like /metrics)."""
     import socket

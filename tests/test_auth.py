@@ -28,7 +28,7 @@ from faceid.v1 import admin_pb2, admin_pb2_grpc, clustering_pb2, faceid_pb2, sty
 from faceid.v1 import faceid_pb2 as pb
 from faceid.v1 import faceid_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from server_harness import free_port, start_server
+from server_harness import free_port, rpc_status, start_server
 from typer.testing import CliRunner
 
 C = grpc.StatusCode
@@ -254,11 +254,7 @@ def md(key: str, *, bearer: bool = False) -> tuple[tuple[str, str], ...]:
 
 
 def code_of(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code()
-    return C.OK
+    return rpc_status(call)[0]
 
 
 def test_the_server_requires_keys_beyond_loopback_unless_told_insecure(tmp_path: Path) -> None:

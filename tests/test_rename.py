@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -25,7 +24,7 @@ from faceid.server.auth import Scope, create_key
 from faceid.v1 import admin_pb2, admin_pb2_grpc
 from faceid.v1 import faceid_pb2 as pb
 from faceid.v1 import faceid_pb2_grpc as pb_grpc
-from server_harness import sqlite_tables, start_server
+from server_harness import rpc_status, sqlite_tables, start_server
 
 pytestmark = pytest.mark.slow
 C = grpc.StatusCode
@@ -79,14 +78,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         running.stop(0)
 
 
-def _code(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc.code(), exc.details() or ""
-    return C.OK, ""
-
-
 def test_a_renamed_identity_identifies_under_its_new_name_at_once(secured: Secured) -> None:
     enrolled = secured.enroll("shimkus", RENAMED_PERSON, slice(0, 2))
     before = secured.identify(RENAMED_PERSON, 3)
@@ -101,7 +92,7 @@ def test_a_renamed_identity_identifies_under_its_new_name_at_once(secured: Secur
     after = secured.identify(RENAMED_PERSON, 3)  # no index rebuild, no wait
     assert (after.unknown, after.identity, after.identity_id) == (False, nfc, enrolled.identity_id)
     assert after.distance == pytest.approx(before.distance, abs=1e-6)  # same vectors, same face
-    code, details = _code(lambda: secured.faceid.GetIdentity(pb.GetIdentityRequest(name="shimkus"), metadata=secured.md("read"), timeout=30))
+    code, details = rpc_status(lambda: secured.faceid.GetIdentity(pb.GetIdentityRequest(name="shimkus"), metadata=secured.md("read"), timeout=30))
     assert code is C.NOT_FOUND and "shimkus" in details
     got = secured.faceid.GetIdentity(pb.GetIdentityRequest(name=nfc), metadata=secured.md("read"), timeout=30)
     assert got.id == enrolled.identity_id and len(got.faces) == 2
@@ -130,7 +121,7 @@ def test_a_taken_name_a_bad_name_or_an_unknown_identity_changes_nothing(secured:
     for bad in ("", " arroyo", "arroyo ", "a\x00b", "a\u200bb", "a\nb", "\u202eoyorra", "x" * 201):
         refused[f"new name {bad!r}"] = (lambda bad=bad: secured.rename(bad, name="arroyo"), C.INVALID_ARGUMENT)  # type: ignore[misc]
     for what, (call, expected) in refused.items():
-        code, details = _code(call)
+        code, details = rpc_status(call)
         assert code is expected, (what, code, details)
         assert details and "Traceback" not in details, what
         assert sqlite_tables(secured.db) == before, what  # not even an audit row

@@ -49,7 +49,7 @@ class CancelScope:
         """The exception that says why the work stopped (DeadlineExceeded when the deadline has passed)."""
         if self._error is not None:
             return self._error
-        return errors.DeadlineExceeded("the call's deadline passed; its work was stopped")
+        return deadline_passed()
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled:
@@ -82,14 +82,14 @@ class CancelScope:
             self._callbacks.pop(key, None)
 
 
+def deadline_passed() -> errors.DeadlineExceeded:
+    """The error of work stopped because its call's deadline passed."""
+    return errors.DeadlineExceeded("the call's deadline passed; its work was stopped")
+
+
 def current() -> CancelScope | None:
     """The scope of the call this code runs for, or None outside any (nothing to cancel)."""
     return _current.get()
-
-
-def cancelled() -> bool:
-    scope = _current.get()
-    return scope is not None and scope.cancelled
 
 
 def raise_if_cancelled() -> None:

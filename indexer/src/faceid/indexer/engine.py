@@ -645,7 +645,8 @@ class FaceEngine:
         """Cluster the active model's stored faces (clustering_service.py); the run is remembered in memory.
 
         Runs as exclusive bulk accelerator work (FAISS GEMMs on all cores, or on the GPU: every slot is
-        held): interactive calls queued meanwhile go first once it ends. An exception raised by `progress` stops the run (nothing remembered).
+        held): interactive calls queued meanwhile go first once it ends. An exception raised by `progress`
+        stops the run (nothing remembered).
         """
         run: GalleryClustering = self.pipeline.runner(
             "bulk-exclusive",

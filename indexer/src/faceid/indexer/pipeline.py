@@ -67,8 +67,9 @@ class FacePipeline:
         self.max_faces = config.max_faces_per_image
         self.runner = runner
         # One batcher per priority class: concurrent requests of a class share detection and embedding
-        # batches, with one worker per accelerator slot (several batches at once on a many-slot CPU); the runner (the server's scheduler) decides which class uses the accelerator next. The
-        # batcher hands the runner its whole turn, so photos of callers cancelled while the turn waited for
+        # batches, with one worker per accelerator slot (several batches at once on a many-slot CPU); the
+        # runner (the server's scheduler) decides which class uses the accelerator next. The batcher hands
+        # the runner its whole turn, so photos of callers cancelled while the turn waited for
         # the accelerator are dropped before detection (batching.py).
         self._batchers = {
             kind: MicroBatcher(

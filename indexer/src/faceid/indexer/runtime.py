@@ -9,7 +9,7 @@ def available_cores() -> int:
     """Cores this process may run on (affinity/cgroup-aware where the OS tells), at least 1."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
+    except (AttributeError, OSError):  # not Linux
         return max(1, os.cpu_count() or 1)
 
 

@@ -16,18 +16,14 @@ from pathlib import Path
 from typing import Literal
 
 from faceid.indexer.config import EngineConfig
+from faceid.indexer.runtime import available_cores
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MODEL_DIR_ENV = "FACEID_MODEL_DIR"  # read by faceid.indexer.models
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+usable_cores = available_cores  # CPU cores this process may run on (the affinity mask, not the machine's total)
 
 
 def _default_workers() -> int:

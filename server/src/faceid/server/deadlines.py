@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 from faceid.indexer import errors
-from faceid.indexer.cancellation import CancelScope, context_with
+from faceid.indexer.cancellation import CancelScope, context_with, deadline_passed
 from faceid.server.interceptors import Behavior, WrappingInterceptor
 
 NO_DEADLINE_S = 1e9  # gRPC reports "no deadline" as a deadline decades away
@@ -38,7 +38,7 @@ def _open(context: grpc.ServicerContext) -> tuple[CancelScope, threading.Event]:
         if finished.is_set():
             return
         if scope.deadline is not None and time.monotonic() >= scope.deadline - 0.05:
-            scope.cancel(errors.DeadlineExceeded("the call's deadline passed; its work was stopped"))
+            scope.cancel(deadline_passed())
         else:
             scope.cancel(errors.Cancelled("the call was cancelled by its client; its work was stopped"))
 

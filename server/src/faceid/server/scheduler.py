@@ -172,8 +172,7 @@ class AcceleratorScheduler:
             return
         with self._cond:
             self._yields += 1
-            self._holders -= self._local.taken
-            self._cond.notify_all()
+        self._release(self._local.taken)
         # Re-acquire at background priority: we get the accelerator back only when no
         # interactive or bulk work is waiting.
         self._local.taken = self._acquire(Priority.BACKGROUND)
