@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from faceid.indexer.errors import (
@@ -317,6 +319,55 @@ for i in range(100000):
     if url.startswith("sqlite"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _new_file_held_by_another_writer(path: Path) -> sqlite3.Connection:
+    """A second process's view of a new gallery file: its write transaction open, the file not yet WAL."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE other_writer (x INTEGER)")
+    return other
+
+
+def test_new_file_switches_to_wal_once_the_other_starting_server_commits(tmp_path: Path) -> None:
+    """Two servers started together on a new SQLite file: the one that loses the race to switch it to WAL waits.
+
+    SQLite answers that switch with "database is locked" at once, without its busy handler, while another
+    connection writes (CI saw one of two servers exit at start); the store retries it for up to busy_timeout.
+    """
+    path = tmp_path / "gallery.db"
+    other = _new_file_held_by_another_writer(path)
+    commit = threading.Timer(0.3, other.execute, ("COMMIT",))
+    commit.start()
+    engine = create_database_engine(f"sqlite:///{path}")
+    t0 = time.monotonic()
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        waited = time.monotonic() - t0
+        assert upgrade_database(engine) == head_revision()
+    finally:
+        engine.dispose()
+        commit.join()
+        other.close()
+    assert waited >= 0.25, "it did not wait for the other writer"
+
+
+def test_new_file_held_past_busy_timeout_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_database, "BUSY_TIMEOUT_MS", 300)
+    path = tmp_path / "gallery.db"
+    other = _new_file_held_by_another_writer(path)
+    engine = create_database_engine(f"sqlite:///{path}")
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(OperationalError, match="database is locked") as caught, engine.connect():
+            pass
+        assert store_database.is_unreachable(caught.value)  # Unavailable to a caller, retryable
+        assert 0.25 <= time.monotonic() - t0 < 5
+    finally:
+        engine.dispose()
+        other.execute("ROLLBACK")
+        other.close()
 
 
 # ------------------------------------------------------------------ deletion, naming

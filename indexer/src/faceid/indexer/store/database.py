@@ -8,6 +8,7 @@ the store's queries and the Alembic migrations are plain SQLAlchemy that both di
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,14 +133,14 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> Non
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
+        # Wait for another process's write lock (backup, `keys create`) instead of failing at once.
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # WAL: readers never block the writer and vice versa; a commit appends to the log.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(cursor)
         # FULL with WAL fsyncs the log at every commit: an acknowledged face survives a process crash AND a
         # power loss. NORMAL would survive only a process crash (the last commits can roll back on power
         # loss); the fsync costs ~ms per transaction, small next to detecting a face (~100 ms on CPU).
         cursor.execute("PRAGMA synchronous=FULL")
-        # Wait for another process's write lock (backup, `keys create`) instead of failing at once.
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         # Off by default in SQLite: without it ON DELETE CASCADE would leave a deleted person's faces behind.
         cursor.execute("PRAGMA foreign_keys=ON")
         # DeleteIdentity is a hard erase: overwrite deleted rows (embeddings, thumbnails) with zeros instead
@@ -147,6 +148,27 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> Non
         cursor.execute("PRAGMA secure_delete=ON")
     finally:
         cursor.close()
+
+
+def _enter_wal(cursor: sqlite3.Cursor) -> None:
+    """PRAGMA journal_mode=WAL, retried while another connection holds the lock it needs.
+
+    Switching a new file to WAL writes its header in a write transaction that SQLite opens from a read
+    transaction, and there it returns SQLITE_BUSY at once instead of calling the busy handler: two servers
+    started together on a new gallery file failed with "database is locked" (seen in CI, reproduced with
+    four processes opening one new file at the same instant). Once the header says WAL, nothing is written.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    pause_s = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(pause_s)
+        pause_s = min(pause_s * 2, 0.05)
 
 
 def _begin(conn: Connection) -> None:
