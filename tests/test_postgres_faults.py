@@ -263,12 +263,16 @@ def test_database_crash_under_concurrent_traffic_loses_nothing_acknowledged(
 
     traffic = Traffic(faceid)
     threads = [threading.Thread(target=traffic.enroller, args=(w,), name=f"enroll-{j}") for j, w in enumerate(work)]
-    threads.append(threading.Thread(target=traffic.identifier, args=([photos[p][0] for p in people],),
-                                    name="identify"))
+    identifier = threading.Thread(target=traffic.identifier, args=([photos[p][0] for p in people],), name="identify")
     try:
         try:
             for t in threads:
                 t.start()
+            # Identify starts once someone is enrolled: before that the right answer is FAILED_PRECONDITION
+            # (an empty gallery), which this test would count as wrong (seen once when Identify won the race).
+            wait_for(lambda: traffic.ok_since(0, "Enroll") >= 1, 120, "a first enrolment")
+            threads.append(identifier)
+            identifier.start()
             wait_for(lambda: traffic.ok_since(0, "Enroll") >= 3 and traffic.ok_since(0, "Identify") >= 1, 120,
                      "traffic answered before the outage")
             down_at = time.monotonic()

@@ -27,7 +27,6 @@ from faceid.v1 import clustering_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from faceid.indexer.clustering_service import GalleryClustering
-    from faceid.indexer.engine import FaceEngine
 
 CLUSTERING_SERVICE = pb.DESCRIPTOR.services_by_name["Clustering"].full_name  # "faceid.v1.Clustering"
 MAX_CLUSTER_JOBS = 4  # running or waiting for the accelerator; more get RESOURCE_EXHAUSTED
