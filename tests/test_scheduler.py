@@ -206,16 +206,16 @@ def test_server_sizes_its_cpu_accelerator_from_the_cores_and_the_flags() -> None
     import torch
     from faceid.server.app import size_accelerator
     from faceid.server.cli import load_settings
-    from faceid.server.config import usable_cores
+    from faceid.indexer.runtime import available_cores
 
     before = torch.get_num_threads()
     try:
         sched = AcceleratorScheduler()
-        assert size_accelerator(load_settings(device="cpu"), sched) == usable_cores()
-        assert sched.slots == usable_cores() and torch.get_num_threads() == 1
+        assert size_accelerator(load_settings(device="cpu"), sched) == available_cores()
+        assert sched.slots == available_cores() and torch.get_num_threads() == 1
         # `faceid-server --torch-threads N` alone: the slots fill the rest of the cores
-        settings = load_settings(device="cpu", torch_threads=usable_cores())
-        assert size_accelerator(settings, sched) == 1 and torch.get_num_threads() == usable_cores()
+        settings = load_settings(device="cpu", torch_threads=available_cores())
+        assert size_accelerator(settings, sched) == 1 and torch.get_num_threads() == available_cores()
         # `--accelerator-slots N` reaches the scheduler settings
         settings = load_settings(device="cpu", accelerator_slots=3, torch_threads=1)
         assert settings.scheduler.slots == 3

@@ -21,7 +21,7 @@ import grpc
 from faceid.server.admin_servicer import ADMIN_SERVICE, AdminServicer
 from faceid.server.auth import build_interceptor, is_loopback
 from faceid.server.clustering_servicer import register as register_clustering
-from faceid.server.config import Settings, usable_cores
+from faceid.server.config import Settings
 from faceid.server.database_health import DatabaseWatch, database_down, describe, is_server_database, open_when_reachable
 from faceid.server.deadlines import CancellationInterceptor
 from faceid.server.index_health import HealthSwitch, IndexWatch, ServingGate
@@ -217,10 +217,10 @@ def _log_security(settings: Settings, auth: str) -> None:
 
 def size_accelerator(settings: Settings, scheduler: AcceleratorScheduler) -> int:
     """Slots and torch threads for the resolved device (scheduler.py); sets both, returns the slots."""
-    from faceid.indexer.runtime import configure_torch_threads, resolve_device
+    from faceid.indexer.runtime import available_cores, configure_torch_threads, resolve_device
 
     given = settings.scheduler
-    cores = usable_cores()
+    cores = available_cores()  # the affinity mask, not the machine's total
     if resolve_device(settings.device).startswith("cuda"):
         # One computation on the GPU at a time; the CPU threads serve its pre- and post-processing.
         slots, threads = given.slots or 1, given.torch_threads or cores

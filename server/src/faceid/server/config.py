@@ -23,13 +23,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MODEL_DIR_ENV = "FACEID_MODEL_DIR"  # read by faceid.indexer.models
 
 
-usable_cores = available_cores  # CPU cores this process may run on (the affinity mask, not the machine's total)
-
-
 def _default_workers() -> int:
     # Accelerator work goes through the scheduler's few slots, so most worker threads wait on it or on the network;
     # several per core keep the queue fed (and give later micro-batching something to batch).
-    return min(64, max(8, 8 * usable_cores()))
+    return min(64, max(8, 8 * available_cores()))
 
 
 def split_host_port(address: str) -> tuple[str, int]:
